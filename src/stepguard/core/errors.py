@@ -7,6 +7,7 @@ human ``description``. The server maps an error straight to its JSON body; the g
 
     StepGuardError
     ├── BadRequest (400: bad_request)
+    │   ├── InvalidJson (400: invalid_json)
     │   ├── PayloadTooLarge (413: payload_too_large)
     │   └── ValidationFailed (422: validation_error)
     │       └── InvalidScopes (422: invalid_scopes)
@@ -60,6 +61,7 @@ __all__ = [
     "InvalidApiKey",
     "InvalidCode",
     "InvalidExternalAuth",
+    "InvalidJson",
     "InvalidScopes",
     "InvalidSession",
     "InvalidSignature",
@@ -104,6 +106,12 @@ class BadRequest(StepGuardError):
     code = "bad_request"
     status = 400
     description = "The request is malformed."
+
+
+class InvalidJson(BadRequest):
+    code = "invalid_json"
+    status = 400
+    description = "The request body is not valid JSON."
 
 
 class PayloadTooLarge(BadRequest):
@@ -288,7 +296,8 @@ def _all_subclasses(cls: type[StepGuardError]) -> list[type[StepGuardError]]:
 
 def error_for_code(code: str) -> type[StepGuardError]:
     """The most general error class with this ``code`` (for clients mapping a server answer)."""
-    for cls in [StepGuardError, *_all_subclasses(StepGuardError)]:
+    candidates: list[type[StepGuardError]] = [StepGuardError, *_all_subclasses(StepGuardError)]
+    for cls in candidates:
         if cls.code == code:
             return cls
     return StepGuardError

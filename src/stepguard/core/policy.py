@@ -91,7 +91,9 @@ class ScopePolicy:
             except (ValueError, TypeError):
                 raise ValidationFailed("token_behavior must be single_use or time_bound") from None
         if "ttl_seconds" in data:
-            out = replace(out, ttl_seconds=_int(data["ttl_seconds"], "ttl_seconds", 10, MAX_TTL_SECONDS))
+            out = replace(
+                out, ttl_seconds=_int(data["ttl_seconds"], "ttl_seconds", 10, MAX_TTL_SECONDS)
+            )
         if "allowed_methods" in data:
             raw = data["allowed_methods"]
             out = replace(out, allowed_methods=None if raw is None else _methods(raw))
@@ -191,7 +193,13 @@ class EnvironmentPolicy:
         """A copy with the fields of ``data`` applied (partial update). Raises ValidationFailed."""
         if not isinstance(data, Mapping):
             raise ValidationFailed("policy must be an object")
-        unknown = set(data) - {"enforcement", "enabled_methods", "mfa_enabled", "custom_scopes", "scopes"}
+        unknown = set(data) - {
+            "enforcement",
+            "enabled_methods",
+            "mfa_enabled",
+            "custom_scopes",
+            "scopes",
+        }
         if unknown:
             raise ValidationFailed(f"unknown policy fields: {', '.join(sorted(unknown))}")
         out = self

@@ -63,7 +63,9 @@ def is_valid_scope_name(scope: str) -> bool:
     return bool(SCOPE_PATTERN.fullmatch(scope))
 
 
-def normalize_scopes(scopes: Iterable[str], *, known: frozenset[str] | None = None) -> tuple[str, ...]:
+def normalize_scopes(
+    scopes: Iterable[str], *, known: frozenset[str] | None = None
+) -> tuple[str, ...]:
     """Sorted, de-duplicated scopes; raises :class:`InvalidScopes` for an empty, malformed or unknown one."""
     known = BUILTIN_SCOPES if known is None else known
     if isinstance(scopes, str):

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from joserfc import jws
+from joserfc._rfc8037.jws_eddsa import EdDSAAlgorithm
 from joserfc.errors import JoseError
 from joserfc.jwk import ECKey, OKPKey
 from joserfc.jws import JWSRegistry
-from joserfc._rfc8037.jws_eddsa import EdDSAAlgorithm
 
 from stepguard.core.errors import (
     AuthTooOld,
@@ -47,7 +47,7 @@ __all__ = [
     "verify_elevated_token",
 ]
 
-TOKEN_TYPE = "elevated+jwt"
+TOKEN_TYPE = "elevated+jwt"  # noqa: S105 (a media type, not a secret)
 _ACCEPTED_TYP = frozenset({TOKEN_TYPE, "application/" + TOKEN_TYPE})
 #: RFC 7519 §4.1.4 allows "a small leeway"; the guard contract caps it at 60 s.
 DEFAULT_LEEWAY = 60
@@ -59,7 +59,7 @@ _HEADER_KEYS = frozenset({"alg", "typ", "kid"})
 class _QuietEdDSA(EdDSAAlgorithm):
     # RFC 9864 renames the Ed25519 JWS algorithm "Ed25519"; our contract (DESIGN.md) is "EdDSA",
     # which stays unambiguous here because every key is pinned to Ed25519.
-    security_warning = None
+    security_warning = None  # type: ignore[assignment]
 
 
 class _Registry(JWSRegistry):

@@ -1,0 +1,168 @@
+"""HTTP edge plumbing: error bodies with stable codes, body-size limits, request helpers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from stepguard.core.errors import RateLimited, StepGuardError
+
+__all__ = [
+    "BodyLimitMiddleware",
+    "JsonResponse",
+    "client_ip",
+    "error_response",
+    "install_error_handlers",
+]
+
+
+class JsonResponse(JSONResponse):
+    """JSON through orjson (about 10x faster than the standard library on our bodies)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+_HTTP_CODES = {
+    404: "not_found",
+    405: "http_method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def error_response(exc: StepGuardError) -> JsonResponse:
+    headers = {}
+    if isinstance(exc, RateLimited):
+        headers["Retry-After"] = str(int(exc.retry_after + 0.999))
+    return JsonResponse(exc.to_dict(), status_code=exc.status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error is JSON with a stable ``code``; bad input is never a 500."""
+
+    @app.exception_handler(StepGuardError)
+    async def _stepguard(_: Request, exc: StepGuardError) -> JsonResponse:
+        return error_response(exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JsonResponse:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            return JsonResponse(
+                {"code": "invalid_json", "error": "The request body is not valid JSON."},
+                status_code=400,
+            )
+        fields = [
+            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", ""))}
+            for e in errors[:20]
+        ]
+        return JsonResponse(
+            {
+                "code": "validation_error",
+                "error": "The request does not match the expected shape.",
+                "fields": fields,
+            },
+            status_code=422,
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:
+        code = _HTTP_CODES.get(exc.status_code, "http_error")
+        return JsonResponse(
+            {"code": code, "error": str(exc.detail)},
+            status_code=exc.status_code,
+            headers=getattr(exc, "headers", None),
+        )
+
+
+class BodyLimitMiddleware:
+    """Refuses request bodies over ``max_bytes`` (413) before the app reads them."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = True
+                if too_big:
+                    await _send_413(send)
+                    return
+        received = 0
+        refused = False
+        replaced = False
+
+        async def limited() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    refused = True
+                    raise _TooLarge()
+            return message
+
+        async def guarded_send(message: Message) -> None:
+            # The framework may turn our exception into its own error response: answer 413 instead.
+            nonlocal replaced
+            if refused:
+                if not replaced:
+                    replaced = True
+                    await _send_413(send)
+                return
+            await send(message)
+
+        try:
+            await self.app(scope, limited, guarded_send)
+        except _TooLarge:
+            if not replaced:
+                await _send_413(send)
+
+
+class _TooLarge(Exception):
+    pass
+
+
+async def _send_413(send: Send) -> None:
+    body = b'{"code":"payload_too_large","error":"The request body is too large."}'
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 413,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def client_ip(request: Request, *, trust_proxy: bool = False) -> str | None:
+    if trust_proxy:
+        forwarded = request.headers.get("x-forwarded-for")
+        if forwarded:
+            return forwarded.split(",")[0].strip()[:64]
+    return request.client.host if request.client else None
+
+
+def bearer(request: Request) -> str | None:
+    value = request.headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()

@@ -15,7 +15,6 @@ human ``description``. The server maps an error straight to its JSON body; the g
     │   ├── InvalidApiKey (401: invalid_api_key)
     │   └── InvalidSession (401: invalid_session)
     ├── Forbidden (403: forbidden)
-    │   ├── ElevationRequired (403: elevated_token_required)    server-side enrolment gate
     │   └── LastCredential (409: last_credential)
     ├── NotFound (404: not_found)
     ├── Conflict (409: conflict)
@@ -30,7 +29,7 @@ human ``description``. The server maps an error straight to its JSON body; the g
     │   ├── MfaRequired (403: mfa_required)
     │   └── NoMethodsAvailable (400: no_methods_available)
     ├── RateLimited (429: rate_limited)
-    └── ElevatedTokenError (401)                               the guard's answers
+    └── ElevatedTokenError (401)       the guard's answers (and the server's enrolment gate)
         ├── ElevatedTokenRequired (elevated_token_required)
         ├── ElevatedTokenInvalid (elevated_token_invalid)
         ├── ElevatedTokenExpired (elevated_token_expired)
@@ -56,7 +55,6 @@ __all__ = [
     "ElevatedTokenInvalid",
     "ElevatedTokenRequired",
     "ElevatedTokenUsed",
-    "ElevationRequired",
     "Forbidden",
     "InvalidApiKey",
     "InvalidCode",
@@ -152,13 +150,6 @@ class Forbidden(StepGuardError):
     code = "forbidden"
     status = 403
     description = "This action is not allowed."
-
-
-class ElevationRequired(Forbidden):
-    """Raised by the server itself when an enrolment or removal needs an elevated token."""
-
-    code = "elevated_token_required"
-    description = "An elevated access token for the required scope is needed."
 
 
 class LastCredential(Forbidden):

@@ -11,42 +11,24 @@ from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import Response
 
 from stepguard.core.clock import Clock
-from stepguard.core.errors import InvalidApiKey, ValidationFailed
+from stepguard.core.errors import ValidationFailed
 from stepguard.server import schemas
 from stepguard.server.audit import list_events
 from stepguard.server.db import AuditEvent, Environment, SessionRow, User
+from stepguard.server.deps import CurrentSession, Service, require_admin
 from stepguard.server.http import (
     BodyLimitMiddleware,
     JsonResponse,
-    bearer,
     client_ip,
     install_error_handlers,
 )
-from stepguard.server.service import LiveSession, StepGuardService
+from stepguard.server.routes import ROUTERS
+from stepguard.server.service import StepGuardService
 from stepguard.server.settings import Settings
 
-__all__ = ["create_app", "get_service", "current_session"]
+__all__ = ["create_app"]
 
 log = logging.getLogger("stepguard")
-
-
-def get_service(request: Request) -> StepGuardService:
-    service: StepGuardService = request.app.state.service
-    return service
-
-
-Service = Annotated[StepGuardService, Depends(get_service)]
-
-
-async def require_admin(request: Request, service: Service) -> None:
-    key = request.headers.get("x-stepguard-admin-key") or bearer(request)
-    if not await service.check_admin_key(key):
-        raise InvalidApiKey()
-
-
-async def current_session(environment_id: str, request: Request, service: Service) -> LiveSession:
-    """The caller's live session (``Authorization: Bearer <session token>``)."""
-    return await service.authenticate(environment_id, bearer(request))
 
 
 def environment_json(env: Environment, service: StepGuardService) -> dict[str, Any]:
@@ -197,7 +179,7 @@ def _sdk_router() -> APIRouter:
     r = APIRouter(prefix="/sdk/{environment_id}", tags=["sdk"])
 
     @r.get("/session")
-    async def whoami(session: Annotated[LiveSession, Depends(current_session)]) -> Any:
+    async def whoami(session: CurrentSession) -> Any:
         return {
             "session_id": session.id,
             "user_id": session.user_id,
@@ -206,9 +188,7 @@ def _sdk_router() -> APIRouter:
         }
 
     @r.delete("/session")
-    async def sign_out(
-        session: Annotated[LiveSession, Depends(current_session)], service: Service
-    ) -> Any:
+    async def sign_out(session: CurrentSession, service: Service) -> Any:
         await service.revoke_session(session.environment_id, session.id, actor="user")
         return {"revoked": True}
 
@@ -289,6 +269,8 @@ def create_app(
     app.include_router(_well_known_router())
     app.include_router(_admin_router())
     app.include_router(_sdk_router())
+    for method_router in ROUTERS:
+        app.include_router(method_router)
     for router in routers or []:
         app.include_router(router)
     return app

@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from stepguard.core.errors import RateLimited, StepGuardError
+from stepguard.core.challenge import PROBLEM_CONTENT_TYPE, challenge_for
+from stepguard.core.errors import ElevatedTokenError, RateLimited, StepGuardError
 
 __all__ = [
     "BodyLimitMiddleware",
@@ -38,6 +39,14 @@ _HTTP_CODES = {
 
 
 def error_response(exc: StepGuardError) -> JsonResponse:
+    if isinstance(exc, ElevatedTokenError):
+        challenge = challenge_for(exc, scope=str(exc.extra.get("scope", "")))
+        return JsonResponse(
+            challenge.problem(),
+            status_code=401,
+            headers=challenge.headers(),
+            media_type=PROBLEM_CONTENT_TYPE,
+        )
     headers = {}
     if isinstance(exc, RateLimited):
         headers["Retry-After"] = str(int(exc.retry_after + 0.999))

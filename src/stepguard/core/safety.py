@@ -222,7 +222,17 @@ class RateLimiter:
 
     def hit(self, key: str, cost: float = 1.0) -> None:
         """Spend ``cost`` tokens for ``key`` or raise :class:`RateLimited` with ``retry_after``."""
-        self.hit_all((key,), cost=cost)
+        # The single-key path of hit_all, kept lean: it runs before every send and verify.
+        if cost > self.capacity:
+            raise ValueError("cost exceeds the bucket capacity")
+        with self._lock:
+            now = self._clock.now()
+            level = self._tokens(key, now)
+            if level < cost:
+                raise RateLimited(retry_after=(cost - level) / self.refill_per_second)
+            self._buckets[key] = (level - cost, now)
+            self._buckets.move_to_end(key)
+            self._evict(now)
 
     def hit_all(self, keys: Iterable[str], cost: float = 1.0) -> None:
         """Spend ``cost`` from every key, or from none if any bucket is short.

@@ -83,6 +83,17 @@ def generate_secret(
     return _b32(raw)
 
 
+class _Hotp(pyotp.HOTP):
+    """pyotp's HOTP over raw secret bytes, without re-decoding base32 on every code."""
+
+    def __init__(self, secret: bytes, digits: int, algorithm: TotpAlgorithm | str) -> None:
+        self._raw = secret  # before super(): pyotp's constructor calls byte_secret()
+        super().__init__(_b32(secret), digits=digits, digest=_HASHES[TotpAlgorithm(algorithm)])
+
+    def byte_secret(self) -> bytes:
+        return self._raw
+
+
 def hotp_at(
     secret: bytes,
     counter: int,
@@ -91,8 +102,7 @@ def hotp_at(
     algorithm: TotpAlgorithm | str = TotpAlgorithm.SHA1,
 ) -> str:
     """The HOTP value for ``counter`` (RFC 4226 §5.3, with RFC 6238's hash choice)."""
-    otp = pyotp.HOTP(_b32(secret), digits=digits, digest=_HASHES[TotpAlgorithm(algorithm)])
-    code: str = otp.at(counter)
+    code: str = _Hotp(secret, digits, algorithm).at(counter)
     return code
 
 
@@ -169,15 +179,14 @@ class TotpMethod:
         candidate = _SEPARATORS.sub("", code)
         if not (len(candidate) == state.digits and candidate.isascii() and candidate.isdigit()):
             raise InvalidCode(f"The code must be {state.digits} digits.")
-        secret = _secret_bytes(state.secret)
+        otp = _Hotp(_secret_bytes(state.secret), state.digits, state.algorithm)
         current = int(now // state.period)
         matched: list[int] = []
         # Every candidate step is computed and compared, matched or not.
         for step in range(current - PAST_STEPS, current + FUTURE_STEPS + 1):
             if step < 0:
                 continue
-            expected = hotp_at(secret, step, digits=state.digits, algorithm=state.algorithm)
-            if constant_time_equals(candidate, expected):
+            if constant_time_equals(candidate, otp.at(step)):
                 matched.append(step)
         if not matched:
             raise InvalidCode()

@@ -95,6 +95,7 @@ class SecretBox:
         if len(master_secret) < 32:
             raise ValueError("the server secret must be at least 32 bytes")
         self._master = master_secret
+        self._mac_keys: dict[bytes, bytes] = {}
         self._aead = AESGCM(self.derive(b"stepguard/seal/v1"))
 
     def derive(self, label: bytes, length: int = 32) -> bytes:
@@ -120,5 +121,8 @@ class SecretBox:
 
     def mac(self, label: bytes, message: bytes) -> str:
         """A keyed digest (HMAC-SHA256) for storing codes; compare with :func:`hmac.compare_digest`."""
-        key = self.derive(b"stepguard/mac/" + label)
+        key = self._mac_keys.get(label)
+        if key is None:
+            # HKDF costs ~20 us; derive each purpose's key once.
+            key = self._mac_keys[label] = self.derive(b"stepguard/mac/" + label)
         return hmac.new(key, message, hashlib.sha256).hexdigest()

@@ -395,3 +395,20 @@ def test_check_rejects_wrong_length_signatures() -> None:
         assert check(b"msg!", sig) is False
         for bad in (b"", sig[:-1], sig + b"\0", sig * 2):
             assert check(b"msg", bad) is False
+
+
+def test_error_messages_unchanged_for_header_encodings(
+    setup: tuple[KeyMaterial, TokenSigner, TokenKeySet],
+) -> None:
+    # Before the direct path, the header was parsed leniently first and joserfc then rejected
+    # a non-strict encoding as a bad signature; the reported errors stay the same.
+    _, signer, keys = setup
+    token = signer.sign(claims())
+    head, payload, sig = token.split(".")
+    padded = head + "=" * (-len(head) % 4 or 4)
+    for header in (padded, head + "="):
+        with pytest.raises(ElevatedTokenInvalid, match="^bad signature$"):
+            verify(f"{header}.{payload}.{sig}", keys)
+    for header in (b64(b"not json"), b64(b"[1]"), "%%%", "\u00e9", head[:10] + "\n" + head[10:]):
+        with pytest.raises(ElevatedTokenInvalid, match="^malformed token header$"):
+            verify(f"{header}.{payload}.{sig}", keys)

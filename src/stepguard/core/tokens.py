@@ -383,9 +383,16 @@ def verify_elevated_token(
     if len(parts) != 3 or not all(parts):
         raise ElevatedTokenInvalid("malformed token")
     try:
-        header = _b64json(parts[0])
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ElevatedTokenInvalid("malformed token header") from None
+        header = json.loads(urlsafe_b64decode(parts[0].encode("ascii")))
+        strict_header = True
+    except ValueError:  # also binascii.Error, UnicodeError, JSONDecodeError
+        # Not strict base64url (or not JSON): a lenient parse decides which error to report; a
+        # header that only parses leniently fails the signature step below, as with joserfc.
+        try:
+            header = _b64json(parts[0])
+        except (ValueError, binascii.Error, UnicodeDecodeError):
+            raise ElevatedTokenInvalid("malformed token header") from None
+        strict_header = False
     if not isinstance(header, dict):
         raise ElevatedTokenInvalid("malformed token header")
     if set(header) - _HEADER_KEYS:
@@ -405,11 +412,9 @@ def verify_elevated_token(
         raise ElevatedTokenInvalid("algorithm not allowed for this key")
     try:
         # Strict base64url for every segment (no padding, no stray characters, canonical final
-        # character) with joserfc's own decoder and header size cap; the lenient header decode
-        # above only routed the key lookup.
-        if len(parts[0]) > _MAX_HEADER_SEGMENT:
+        # character) with joserfc's own decoder, and joserfc's header size cap.
+        if not strict_header or len(parts[0]) > _MAX_HEADER_SEGMENT:
             raise ValueError
-        urlsafe_b64decode(parts[0].encode("ascii"))
         payload_bytes = urlsafe_b64decode(parts[1].encode("ascii"))
         signature = urlsafe_b64decode(parts[2].encode("ascii"))
         valid = check(f"{parts[0]}.{parts[1]}".encode("ascii"), signature)

@@ -27,6 +27,7 @@ import string
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 
 from stepguard.core.errors import CodeExpired, InvalidSignature, ValidationFailed
 
@@ -138,6 +139,7 @@ def format_timestamp(ts: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
+@lru_cache(maxsize=4096)  # one message's times are read by the parser and again by the checks
 def parse_timestamp(text: str) -> float:
     """Unix seconds for an RFC 3339 ``date-time``; raises :class:`MalformedSignInMessage`.
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
 import coincurve
@@ -52,7 +53,9 @@ _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD036414
 _HALF_N = _SECP256K1_N // 2
 
 
+@lru_cache(maxsize=4096)
 def _checksum(hex40: str) -> str:
+    # Cached: the same bound wallets are checked at every begin and complete (a keccak each).
     lower = hex40.lower()
     digest = keccak(lower.encode()).hex()[:40]
     return "0x" + "".join(
@@ -116,6 +119,11 @@ def recover_personal_sign(message: bytes, signature: bytes) -> str:
     (s > n/2, the malleable twin of a valid one) and zero or out-of-range r/s are rejected, so a
     signature has exactly one accepted encoding. Raises :class:`InvalidSignature`.
     """
+    return _checksum(_recover_address(message, signature).hex())
+
+
+def _recover_address(message: bytes, signature: bytes) -> bytes:
+    """The signer's 20 address bytes: recover the key, keccak it, keep the last 20 bytes."""
     if len(signature) != 65:
         raise InvalidSignature("an Ethereum signature is 65 bytes")
     r = int.from_bytes(signature[:32], "big")
@@ -133,7 +141,7 @@ def recover_personal_sign(message: bytes, signature: bytes) -> str:
         )
     except (ValueError, TypeError):
         raise InvalidSignature("no public key recovers from this signature") from None
-    return _checksum(keccak(public.format(compressed=False)[1:])[-20:].hex())
+    return keccak(public.format(compressed=False)[1:])[-20:]
 
 
 def _signature_bytes(signature: str | bytes) -> bytes:
@@ -148,11 +156,11 @@ def _signature_bytes(signature: str | bytes) -> bytes:
         raise InvalidSignature("the signature is not hex") from None
 
 
-def _check_signer(msg: SignInMessage, text: str, signature: str | bytes) -> str:
-    signer = recover_personal_sign(text.encode("utf-8"), _signature_bytes(signature))
-    if signer.lower() != msg.address.lower():
+def _check_signer(msg: SignInMessage, text: str, signature: str | bytes) -> None:
+    # Compare raw bytes: the message's address was EIP-55 checked by the parser already.
+    signer = _recover_address(text.encode("utf-8"), _signature_bytes(signature))
+    if signer != bytes.fromhex(msg.address[2:]):
         raise InvalidSignature("the message was not signed by its address")
-    return signer
 
 
 def verify_siwe(
@@ -250,12 +258,12 @@ class EthereumMethod:
             now=now,
             allowed_chain_ids=(str(c) for c in allowed_chain_ids),
         )
-        signer = _check_signer(msg, message, signature)
+        _check_signer(msg, message, signature)
         return verified(
             self.name,
             now=now,
-            credential_id=signer,
-            details={"address": signer, "chain_id": int(msg.chain_id), "nonce": msg.nonce},
+            credential_id=msg.address,
+            details={"address": msg.address, "chain_id": int(msg.chain_id), "nonce": msg.nonce},
         )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import ClassVar
 
 import base58
@@ -64,6 +65,7 @@ SIWS_CHAIN_IDS = frozenset(
 _BASE58 = r"[1-9A-HJ-NP-Za-km-z]{32,44}"
 
 
+@lru_cache(maxsize=4096)  # pure-Python base58; bound addresses recur at every begin/complete
 def decode_address(address: str) -> bytes:
     """The 32-byte Ed25519 public key behind a base58 Solana address; raises ValidationFailed."""
     if not isinstance(address, str) or re.fullmatch(_BASE58, address) is None:

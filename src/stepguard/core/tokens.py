@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -272,16 +273,25 @@ class TokenKeySet:
             raise ValueError("a JWK needs a kid")
         if jwk.get("use", "sig") != "sig":
             raise ValueError("not a signing key")
+        key_ops = jwk.get("key_ops")
+        if key_ops is not None and (not isinstance(key_ops, list) or "verify" not in key_ops):
+            raise ValueError("the key's key_ops do not allow verify")  # RFC 7517 §4.3
+        if "d" in jwk:
+            # Private material in a verification keyset is a leak or a mix-up: trust nothing.
+            raise ValueError("a verification key must not hold private key material")
         public = {k: v for k, v in jwk.items() if k in {"kty", "crv", "x", "y", "kid"}}
         kty, crv, alg = jwk.get("kty"), jwk.get("crv"), jwk.get("alg")
         key: OKPKey | ECKey
-        if kty == "OKP" and crv == "Ed25519" and alg in (None, "EdDSA", "Ed25519"):
-            key, pinned = OKPKey.import_key(public), JwsAlgorithm.EDDSA
-        elif kty == "EC" and crv == "P-256" and alg in (None, "ES256"):
-            key, pinned = ECKey.import_key(public), JwsAlgorithm.ES256
-        else:
-            raise ValueError(f"unsupported key type {kty}/{crv}/{alg}")
-        check = _SignatureCheck(pinned, key)
+        try:
+            if kty == "OKP" and crv == "Ed25519" and alg in (None, "EdDSA", "Ed25519"):
+                key, pinned = OKPKey.import_key(public), JwsAlgorithm.EDDSA
+            elif kty == "EC" and crv == "P-256" and alg in (None, "ES256"):
+                key, pinned = ECKey.import_key(public), JwsAlgorithm.ES256
+            else:
+                raise ValueError(f"unsupported key type {kty}/{crv}/{alg}")
+            check = _SignatureCheck(pinned, key)
+        except JoseError as exc:  # malformed members: one exception type for callers
+            raise ValueError(f"malformed JWK: {exc}") from None
         self._keys[kid] = (pinned, key, _Registry(algorithms=[pinned.value]))
         self._checks[kid] = check
 
@@ -343,6 +353,8 @@ def unverified_claims(token: str) -> dict[str, Any]:
 def _int_claim(payload: Mapping[str, Any], name: str) -> int:
     value = payload.get(name)
     if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ElevatedTokenInvalid(f"missing or malformed {name} claim")
+    if isinstance(value, float) and not math.isfinite(value):
         raise ElevatedTokenInvalid(f"missing or malformed {name} claim")
     return int(value)
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from stepguard.server import stepup
+from stepguard.server.routes import passkey
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     stepup.router,
+    passkey.router,
 ]

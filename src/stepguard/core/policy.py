@@ -217,7 +217,10 @@ class EnvironmentPolicy:
             bad = [s for s in raw if not is_valid_scope_name(s)]
             if bad:
                 raise InvalidScopes(f"malformed custom scopes: {', '.join(bad)}", scopes=bad)
-            out = replace(out, custom_scopes=frozenset(raw))
+            custom = frozenset(raw)
+            # Overrides of custom scopes that are gone would make the stored policy unreadable.
+            kept = {s: p for s, p in out.scopes.items() if s in BUILTIN_SCOPES or s in custom}
+            out = replace(out, custom_scopes=custom, scopes=kept)
         if "scopes" in data:
             raw_scopes = data["scopes"]
             if not isinstance(raw_scopes, Mapping):

@@ -88,6 +88,8 @@ def serve(
         shown = "localhost" if host in {"127.0.0.1", "0.0.0.0", "::1"} else host  # noqa: S104
         os.environ["STEPGUARD_PUBLIC_URL"] = f"http://{shown}:{port}"
     os.environ["STEPGUARD_DEMO"] = "1" if demo else "0"
+    if demo:
+        os.environ["STEPGUARD_DEV_MODE"] = "1"  # the demo reads codes from the dev outbox
     # Migrate once, before any worker starts, so workers never race on the schema.
     _run(ctx, lambda service: asyncio.sleep(0))
     url = os.environ["STEPGUARD_PUBLIC_URL"]

@@ -30,6 +30,7 @@ _FIELDS = {
     "session_ttl_seconds": int,
     "max_body_bytes": int,
     "trust_proxy_headers": bool,
+    "dev_mode": bool,
 }
 
 
@@ -53,6 +54,9 @@ class Settings:
     trust_proxy_headers: bool = False
     #: Mount the demo wallet app (``stepguard serve --demo``).
     demo: bool = False
+    #: Development conveniences: the dev outbox logs message text and is readable over HTTP.
+    #: Never in production (``stepguard serve --demo`` turns it on).
+    dev_mode: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod

@@ -5,11 +5,15 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from stepguard.server import stepup
-from stepguard.server.routes import passkey
+from stepguard.server.routes import otp, passkey, recovery, sign_in, totp
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     stepup.router,
     passkey.router,
+    otp.router,
+    recovery.router,
+    sign_in.router,
+    totp.router,
 ]

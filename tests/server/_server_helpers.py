@@ -150,11 +150,9 @@ class AdminApi:
 
 async def row_counts(app: FastAPI, *, exclude: frozenset[str] = frozenset()) -> dict[str, int]:
     """Rows per table of the app's database (tables in ``exclude`` left out)."""
-    db = app.state.service.db
-    out: dict[str, int] = {}
-    async with db.session() as s:
-        for table in Base.metadata.sorted_tables:
-            if table.name in exclude:
-                continue
-            out[table.name] = int(await s.scalar(select(func.count()).select_from(table)) or 0)
-    return out
+    tables = [t for t in Base.metadata.sorted_tables if t.name not in exclude]
+    # One round trip: a row of scalar sub-queries, one per table.
+    stmt = select(*(select(func.count()).select_from(t).scalar_subquery() for t in tables))
+    async with app.state.service.db.session() as s:
+        row = (await s.execute(stmt)).one()
+    return {t.name: int(n) for t, n in zip(tables, row, strict=True)}

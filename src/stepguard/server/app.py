@@ -153,7 +153,7 @@ def _admin_router() -> APIRouter:
         user_id: str | None = None,
         action: str | None = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        before: int | None = None,
+        before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     ) -> Any:
         await service.get_environment(environment_id)
         async with service.db.session() as s:

@@ -8,11 +8,17 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from stepguard.core.challenge import PROBLEM_CONTENT_TYPE, challenge_for
-from stepguard.core.errors import ElevatedTokenError, RateLimited, StepGuardError
+from stepguard.core.errors import (
+    ElevatedTokenError,
+    RateLimited,
+    StepGuardError,
+    ValidationFailed,
+)
 
 __all__ = [
     "BodyLimitMiddleware",
@@ -80,6 +86,19 @@ def install_error_handlers(app: FastAPI) -> None:
             },
             status_code=422,
         )
+
+    @app.exception_handler(DBAPIError)
+    async def _database(_: Request, exc: DBAPIError) -> JsonResponse:
+        # SQLSTATE class 22 ("data exception") is the database refusing a value the request
+        # carried: a NUL character in text (PostgreSQL), a number out of the column's range.
+        # That is bad input, not a server fault; the transaction has already rolled back.
+        if str(getattr(exc.orig, "pgcode", None) or getattr(exc.orig, "sqlstate", "")).startswith(
+            "22"
+        ):
+            return error_response(
+                ValidationFailed("A value in the request cannot be stored (e.g. a NUL character).")
+            )
+        raise exc
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:

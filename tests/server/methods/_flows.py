@@ -93,3 +93,53 @@ async def post(
     client: httpx.AsyncClient, url: str, body: Any, headers: dict[str, str] | None = None
 ) -> httpx.Response:
     return await client.post(url, json=body, headers=headers or {})
+
+
+async def register_passkey(
+    client: httpx.AsyncClient,
+    env: str,
+    headers: dict[str, str],
+    auth: SoftwareAuthenticator,
+    *,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """Register a passkey for the session in ``headers`` (with a credential:link ``token``)."""
+    extra = {"X-Elevated-Access-Token": token} if token else {}
+    r = await client.post(
+        sdk(env, "/passkeys/register/options"), json={}, headers={**headers, **extra}
+    )
+    assert r.status_code == 200, r.text
+    opts = r.json()
+    r = await client.post(
+        sdk(env, "/passkeys/register"),
+        json={"challenge_id": opts["challenge_id"], "credential": auth.create(opts["options"])},
+        headers=headers,
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+async def link_wallet(
+    client: httpx.AsyncClient,
+    env: str,
+    headers: dict[str, str],
+    wallet: EthWallet | SolWallet,
+    *,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """Link ``wallet`` through the signed link message; returns the wallet credential."""
+    extra = {"X-Elevated-Access-Token": token} if token else {}
+    r = await client.post(
+        sdk(env, "/wallets/link/challenge"),
+        json={"chain": wallet.chain, "address": wallet.address},
+        headers={**headers, **extra},
+    )
+    assert r.status_code == 200, r.text
+    ch = r.json()
+    r = await client.post(
+        sdk(env, "/wallets/link"),
+        json={"challenge_id": ch["challenge_id"], "signature": wallet.sign(ch["message"])},
+        headers=headers,
+    )
+    assert r.status_code == 200, r.text
+    return dict(r.json())

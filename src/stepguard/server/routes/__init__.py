@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from stepguard.server import stepup
-from stepguard.server.routes import otp, passkey, recovery, sign_in, totp
+from stepguard.server.routes import otp, passkey, recovery, sign_in, totp, wallet
 
 __all__ = ["ROUTERS"]
 
 ROUTERS: list[APIRouter] = [
     stepup.router,
     passkey.router,
+    wallet.router,
     otp.router,
     recovery.router,
     sign_in.router,

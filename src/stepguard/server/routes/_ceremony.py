@@ -25,7 +25,6 @@ from stepguard.core.errors import (
     StepGuardError,
     VerificationFailed,
 )
-from stepguard.core.methods.base import VerifiedFactor
 from stepguard.server.audit import audit
 from stepguard.server.db import Challenge, new_id
 from stepguard.server.service import LiveSession, StepGuardService
@@ -36,7 +35,6 @@ __all__ = [
     "RelyingParty",
     "attempt",
     "burn_challenge",
-    "grant",
     "load_challenge",
     "relying_party",
     "spend_challenge",
@@ -215,20 +213,3 @@ async def attempt(
                 details={"credential_id": credential_id},
             )
         raise
-
-
-async def grant(
-    service: StepGuardService,
-    session: LiveSession,
-    factor: VerifiedFactor,
-    requested_scopes: Sequence[str],
-    *,
-    ip: str | None,
-    s: AsyncSession,
-) -> dict[str, Any]:
-    """The verify answer: an elevated token for ``requested_scopes``, or ``{"verified": true}``
-    when none were asked for (enrolment flows confirming a factor)."""
-    if not requested_scopes:
-        return {"verified": True}
-    minted = await service.mint(session, factor, requested_scopes, ip=ip, s=s)
-    return minted.to_dict()

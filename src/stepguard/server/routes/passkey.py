@@ -47,12 +47,12 @@ from stepguard.server.deps import CurrentSession, Service
 from stepguard.server.routes._ceremony import (
     attempt,
     burn_challenge,
-    grant,
     load_challenge,
     relying_party,
     spend_challenge,
     store_challenge,
 )
+from stepguard.server.routes._codes import finish, precheck_elevation
 from stepguard.server.schemas import Body
 from stepguard.server.service import StepGuardService
 from stepguard.server.stepup import Requested, claim, credential_json, elevation_gate, ip_of
@@ -392,6 +392,9 @@ async def authenticate(
         service, body.credential, user_id=session.user_id, env=session.environment_id
     )
     ip = ip_of(request, service)
+    # Refusals that do not depend on the assertion (scopes, policy) come first: they must not
+    # spend the challenge or count as a failed attempt on the passkey.
+    await precheck_elevation(service, session, MethodName.PASSKEY, body.requested_scopes, ip=ip)
 
     async def verify(s: AsyncSession, cred: Credential | None) -> dict[str, Any]:
         row = await load_challenge(
@@ -413,7 +416,7 @@ async def authenticate(
             allow_credential_ids=tuple(_unb64url(c) for c in row.state["allow"]),
         )
         factor = await _check_assertion(s, service, cred, state, body.credential, now)
-        return await grant(service, session, factor, body.requested_scopes, ip=ip, s=s)
+        return await finish(service, session, factor, body.requested_scopes, ip=ip, s=s)
 
     return await attempt(
         service,

@@ -342,6 +342,8 @@ def sql_replay_store(database_url: str, *, table: str = DEFAULT_TABLE) -> Replay
     the URL; the guard uses ``sqlite3`` itself) or PostgreSQL (asyncpg)."""
     from sqlalchemy.engine import make_url
 
+    if database_url.startswith("postgres://"):  # Heroku-style alias SQLAlchemy no longer reads
+        database_url = "postgresql://" + database_url.removeprefix("postgres://")
     parsed = make_url(database_url)
     backend = parsed.get_backend_name()
     if backend == "sqlite":

@@ -224,3 +224,20 @@ async def sg(
 def kit_server(tmp_path: Path, clock: FixedClock) -> Iterator[StepGuardTestServer]:
     with StepGuardTestServer(tmp_path / "kit", clock=clock) as server:
         yield server
+
+
+@contextlib.asynccontextmanager
+async def protected_api(sg: Harness) -> AsyncIterator[tuple[str, Any, dict[str, int]]]:
+    """The app backend of ``_app.py``: (its base URL, the transport to reach it, its counters)."""
+    from _services import run_uvicorn_in_thread
+
+    from ._app import protected_app
+
+    issuer = sg.url
+    if sg.is_async:
+        app, calls = protected_app(issuer, sg.environment_id, sg.clock, sg.transport())
+        yield "http://api.test", httpx.ASGITransport(app=app), calls
+        return
+    app, calls = protected_app(issuer, sg.environment_id, sg.clock, None)
+    with run_uvicorn_in_thread(app) as running:
+        yield running.url, httpx.HTTPTransport(), calls

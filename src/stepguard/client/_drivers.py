@@ -114,7 +114,9 @@ class StepUpHttpAuth(httpx.Auth):
     """The auth of ``client.http``: :func:`exchange` for every request of the app's API.
 
     Requests go through the app's httpx client (yielded to httpx); step-up sub-flows run on the
-    SDK's driver, against the stepguard server.
+    SDK's driver, against the stepguard server. Bodies are read before the flow sees a response
+    (as httpx's ``requires_response_body``)
+    (the challenge's ``code`` is in the body), so ``client.http`` does not stream responses.
     """
 
     def __init__(
@@ -142,6 +144,7 @@ class StepUpHttpAuth(httpx.Auth):
                 return
             if isinstance(effect, httpx.Request):
                 reply = yield effect
+                reply.read()
             else:
                 reply = self._sync.handle(effect)
 
@@ -159,5 +162,6 @@ class StepUpHttpAuth(httpx.Auth):
                 return
             if isinstance(effect, httpx.Request):
                 reply = yield effect
+                await reply.aread()
             else:
                 reply = await self._async.handle(effect)

@@ -166,7 +166,8 @@ def exchange(
     scope = scope or core.endpoint_scopes.get(key)
     if core.session_token and "authorization" not in request.headers:
         request.headers["Authorization"] = f"Bearer {core.session_token}"
-    sent = _attach(core, request, scope)
+    preset = request.headers.get(ELEVATED_TOKEN_HEADER)  # the caller's own token wins
+    sent = preset if preset is not None else _attach(core, request, scope)
     response: httpx.Response = yield request
     challenge = challenge_of(response)
     if challenge is None:

@@ -1,0 +1,136 @@
+"""The demo wallet app mounted on the real server: sign-in by session, the three protected
+actions, single-use export through the server's own database (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from serverkit import ServerKit, running_server
+
+
+@pytest.fixture
+async def kit(tmp_path: Path, database_url: str) -> AsyncIterator[ServerKit]:
+    async with running_server(tmp_path, database_url=database_url, demo=True) as kit:
+        yield kit
+
+
+def auth(session: str, elevated: str | None = None) -> dict[str, str]:
+    headers = {"Authorization": f"Bearer {session}"}
+    if elevated:
+        headers["X-Elevated-Access-Token"] = elevated
+    return headers
+
+
+async def test_page_and_sign_in(kit: ServerKit) -> None:
+    page = await kit.http.get("/demo/")
+    assert page.status_code == 200 and "stepguard demo wallet" in page.text
+    assert "<script src" not in page.text and "//cdn" not in page.text
+    anonymous = await kit.http.get("/demo/api/me")
+    assert anonymous.status_code == 401 and anonymous.json()["code"] == "invalid_session"
+    token, session = await kit.sign_in()
+    me = await kit.http.get("/demo/api/me", headers=auth(token))
+    assert me.json()["user_id"] == session.user_id and me.json()["session_id"] == session.id
+    config = (await kit.http.get("/demo/api/config")).json()
+    assert config["environment_id"] == kit.environment_id
+
+
+async def test_export_private_key_is_single_use(kit: ServerKit) -> None:
+    token, session = await kit.sign_in()
+    refused = await kit.http.post("/demo/api/wallet/export", headers=auth(token))
+    assert refused.status_code == 401
+    assert refused.json()["code"] == "elevated_token_required"
+    assert 'scope="wallet:export"' in refused.headers["www-authenticate"]
+
+    elevated = await kit.mint(session, ["wallet:export"])
+    exported = await kit.http.post("/demo/api/wallet/export", headers=auth(token, elevated))
+    assert exported.status_code == 200, exported.text
+    wallet = (await kit.http.get("/demo/api/wallet", headers=auth(token))).json()
+    from eth_account import Account
+
+    assert Account.from_key(exported.json()["private_key"]).address == wallet["address"]
+    replay = await kit.http.post("/demo/api/wallet/export", headers=auth(token, elevated))
+    assert replay.status_code == 401 and replay.json()["code"] == "elevated_token_used"
+
+
+async def test_export_with_concurrent_presentations(kit: ServerKit) -> None:
+    token, session = await kit.sign_in()
+    elevated = await kit.mint(session, ["wallet:export"])
+    responses = await asyncio.gather(
+        *(
+            kit.http.post("/demo/api/wallet/export", headers=auth(token, elevated))
+            for _ in range(20)
+        )
+    )
+    assert [r.status_code for r in responses].count(200) == 1
+
+
+async def test_sign_message_and_update_profile(kit: ServerKit) -> None:
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+
+    token, session = await kit.sign_in()
+    sign_token = await kit.mint(session, ["wallet:sign"])
+    signed = await kit.http.post(
+        "/demo/api/wallet/sign", headers=auth(token, sign_token), json={"message": "pay 1 ETH"}
+    )
+    assert signed.status_code == 200
+    body = signed.json()
+    recovered = Account.recover_message(
+        encode_defunct(text="pay 1 ETH"), signature=body["signature"]
+    )
+    assert recovered == body["address"]
+    # An export token is not a signing token.
+    export_token = await kit.mint(session, ["wallet:export"])
+    wrong = await kit.http.post(
+        "/demo/api/wallet/sign", headers=auth(token, export_token), json={"message": "x"}
+    )
+    assert wrong.json()["code"] == "scope_not_granted"
+
+    profile_token = await kit.mint(session, ["user:update"])
+    for name in ["Alice", "Alice B."]:  # time-bound: reusable
+        updated = await kit.http.post(
+            "/demo/api/profile", headers=auth(token, profile_token), json={"display_name": name}
+        )
+        assert updated.status_code == 200 and updated.json()["profile"]["display_name"] == name
+
+
+async def test_tokens_are_bound_to_user_and_session(kit: ServerKit) -> None:
+    alice_token, alice = await kit.sign_in("alice@example.com")
+    bob_token, bob = await kit.sign_in("bob@example.com")
+    bobs = await kit.mint(bob, ["user:update"])
+    stolen = await kit.http.post(
+        "/demo/api/profile", headers=auth(alice_token, bobs), json={"display_name": "x"}
+    )
+    assert stolen.status_code == 401 and stolen.json()["code"] == "subject_mismatch"
+    # Alice's token from another of her sessions is refused in this session.
+    other_session_token, _ = await kit.service.create_session(kit.environment_id, alice.user_id)
+    from_other = await kit.mint(
+        await kit.service.authenticate(kit.environment_id, other_session_token), ["user:update"]
+    )
+    crossed = await kit.http.post(
+        "/demo/api/profile", headers=auth(alice_token, from_other), json={"display_name": "x"}
+    )
+    assert crossed.json()["code"] == "subject_mismatch"
+    assert bob_token
+
+
+async def test_revoked_session_is_refused_after_the_cache_delay(kit: ServerKit) -> None:
+    token, session = await kit.sign_in()
+    assert (await kit.http.get("/demo/api/me", headers=auth(token))).status_code == 200
+    await kit.service.revoke_session(kit.environment_id, session.id)
+    kit.clock.advance(2.1)  # the demo caches session answers for 2 s
+    refused = await kit.http.get("/demo/api/me", headers=auth(token))
+    assert refused.status_code == 401 and refused.json()["code"] == "invalid_session"
+
+
+def test_asgi_entry_point_mounts_the_demo(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from stepguard.asgi import app_from_env
+
+    monkeypatch.setenv("STEPGUARD_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("STEPGUARD_SECRET_KEY", "ab" * 32)
+    monkeypatch.setenv("STEPGUARD_DEMO", "1")
+    app = app_from_env()
+    assert any(getattr(r, "path", "") == "/demo" for r in app.routes)

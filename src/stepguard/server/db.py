@@ -21,7 +21,6 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    UniqueConstraint,
     event,
 )
 from sqlalchemy.ext.asyncio import (
@@ -226,7 +225,6 @@ class ServerState(Base):
     __tablename__ = "server_state"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
-    __table_args__ = (UniqueConstraint("key"),)
 
 
 class Database:

@@ -10,6 +10,7 @@ from the enrolment secret like an authenticator app would.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import inspect
 from collections.abc import AsyncIterator, Iterator
@@ -176,6 +177,22 @@ class Harness:
                 if found:
                     return found.group(0)
         raise LookupError(f"no code sent to {to}")
+
+    def code_answer(self, to: str = "alice@example.com") -> Any:
+        """A prompt answer reading the code sent to ``to``, waiting for background delivery
+        (the sign-in route sends after answering): a coroutine in async mode."""
+        if not self.is_async:
+            return lambda request: self.kit.last_code(to)  # type: ignore[union-attr]
+
+        async def answer(request: Any) -> str:
+            for _ in range(200):
+                try:
+                    return self.last_code(to)
+                except LookupError:
+                    await asyncio.sleep(0.01)
+            return self.last_code(to)
+
+        return answer
 
     def totp_code(self, user: User) -> str:
         """The current code; a used 30 s step moves the clock on (the server refuses reuse)."""

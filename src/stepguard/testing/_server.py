@@ -175,14 +175,19 @@ class StepGuardTestServer:
 
         return list(delivery_for(self.app.state.service).outbox.messages())
 
-    def last_code(self, to: str) -> str:
-        """The code in the last message to ``to`` (an email address or phone number)."""
-        for message in reversed(self.messages()):
-            if message.to == to:
-                found = _CODE.search(message.body)
-                if found:
-                    return found.group(0)
-        raise LookupError(f"no code was sent to {to}")
+    def last_code(self, to: str, *, timeout: float = 2.0) -> str:
+        """The code in the last message to ``to`` (an email address or phone number), waiting up
+        to ``timeout`` seconds for one (some routes deliver after answering)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for message in reversed(self.messages()):
+                if message.to == to:
+                    found = _CODE.search(message.body)
+                    if found:
+                        return found.group(0)
+            if time.monotonic() > deadline:
+                raise LookupError(f"no code was sent to {to}")
+            time.sleep(0.01)
 
     # -- clients ------------------------------------------------------------------------------
     def client(self, user: TestUser | None = None, **options: Any) -> Client:

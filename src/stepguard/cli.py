@@ -11,11 +11,17 @@ import json
 import os
 import sys
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import click
+from sqlalchemy.exc import InterfaceError, OperationalError
 
-from stepguard.core.errors import StepGuardError
+from stepguard.core.errors import (
+    DatabaseUnavailable,
+    InvalidConfiguration,
+    StepGuardError,
+    ValidationFailed,
+)
 from stepguard.server.service import StepGuardService
 from stepguard.server.settings import Settings
 
@@ -30,9 +36,18 @@ def _settings(ctx: click.Context) -> Settings:
     return settings.with_overrides(database_url=obj.get("database_url"))
 
 
+def _fail(exc: StepGuardError) -> NoReturn:
+    """Print the error as JSON (``{"code", "error"}``) on stderr and exit with status 2."""
+    click.echo(json.dumps(exc.to_dict()), err=True)
+    sys.exit(2)
+
+
 def _run(ctx: click.Context, fn: Callable[[StepGuardService], Awaitable[T]]) -> T:
     async def go() -> T:
-        service = StepGuardService(_settings(ctx))
+        try:
+            service = StepGuardService(_settings(ctx))
+        except ValueError as exc:  # a malformed setting (number, algorithm, secret, URL)
+            raise InvalidConfiguration(str(exc)) from None
         try:
             generated = await service.start()
             if generated:
@@ -44,8 +59,9 @@ def _run(ctx: click.Context, fn: Callable[[StepGuardService], Awaitable[T]]) -> 
     try:
         return asyncio.run(go())
     except StepGuardError as exc:
-        click.echo(json.dumps(exc.to_dict()), err=True)
-        sys.exit(2)
+        _fail(exc)
+    except (OSError, OperationalError, InterfaceError) as exc:
+        _fail(DatabaseUnavailable(f"The database cannot be reached: {type(exc).__name__}"))
 
 
 def _emit(data: dict[str, Any], as_json: bool, human: str) -> None:
@@ -257,9 +273,9 @@ def set_policy(
     try:
         changes: dict[str, Any] = json.loads(policy_json) if policy_json else {}
     except json.JSONDecodeError as exc:
-        raise click.BadParameter(f"--policy is not JSON: {exc}") from None
+        _fail(ValidationFailed(f"--policy is not JSON: {exc}"))
     if not isinstance(changes, dict):
-        raise click.BadParameter("--policy must be a JSON object")
+        _fail(ValidationFailed("--policy must be a JSON object"))
     if enforcement is not None:
         changes["enforcement"] = enforcement
     if mfa_enabled is not None:
@@ -275,7 +291,7 @@ def set_policy(
         scope_changes["required"] = required
     if scope_changes:
         if not scope:
-            raise click.BadParameter("--token-behavior/--ttl/--required need --scope")
+            _fail(ValidationFailed("--token-behavior/--ttl/--required need --scope"))
         changes.setdefault("scopes", {})[scope] = scope_changes
 
     async def go(service: StepGuardService) -> dict[str, Any]:

@@ -29,6 +29,8 @@ human ``description``. The server maps an error straight to its JSON body; the g
     │   ├── MfaRequired (403: mfa_required)
     │   └── NoMethodsAvailable (400: no_methods_available)
     ├── RateLimited (429: rate_limited)
+    ├── InvalidConfiguration (500: invalid_configuration)     operator errors (CLI, start-up)
+    ├── DatabaseUnavailable (503: database_unavailable)
     └── ElevatedTokenError (401)       the guard's answers (and the server's enrolment gate)
         ├── ElevatedTokenRequired (elevated_token_required)
         ├── ElevatedTokenInvalid (elevated_token_invalid)
@@ -50,6 +52,7 @@ __all__ = [
     "CodeExpired",
     "CodeUsed",
     "Conflict",
+    "DatabaseUnavailable",
     "ElevatedTokenError",
     "ElevatedTokenExpired",
     "ElevatedTokenInvalid",
@@ -57,6 +60,7 @@ __all__ = [
     "ElevatedTokenUsed",
     "Forbidden",
     "InvalidApiKey",
+    "InvalidConfiguration",
     "InvalidCode",
     "InvalidExternalAuth",
     "InvalidJson",
@@ -221,6 +225,20 @@ class MfaRequired(VerificationFailed):
 class NoMethodsAvailable(VerificationFailed):
     code = "no_methods_available"
     description = "The user has no credential that can be used for this verification."
+
+
+class InvalidConfiguration(StepGuardError):
+    """A setting is malformed (raised to the operator, never to an API client)."""
+
+    code = "invalid_configuration"
+    status = 500
+    description = "The server configuration is invalid."
+
+
+class DatabaseUnavailable(StepGuardError):
+    code = "database_unavailable"
+    status = 503
+    description = "The database cannot be reached."
 
 
 class RateLimited(StepGuardError):

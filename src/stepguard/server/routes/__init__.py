@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from stepguard.server import stepup
-from stepguard.server.routes import external, otp, passkey, recovery, sign_in, totp, wallet
+from stepguard.server import stepup, web
+from stepguard.server.routes import external, handoff, otp, passkey, recovery, sign_in, totp, wallet
 
 __all__ = ["ROUTERS"]
 
@@ -18,4 +18,7 @@ ROUTERS: list[APIRouter] = [
     recovery.router,
     sign_in.router,
     totp.router,
+    handoff.router,
+    handoff.browser_router,
+    web.router,  # browser hand-off and hosted UI
 ]

@@ -78,6 +78,9 @@ class TokenStore:
         self._path = Path(path) if path is not None else None
         self._lock = threading.Lock()
         self._entries: dict[tuple[str, ...], StoredToken] = {}
+        #: scope -> the tokens granting it, rebuilt under the lock on every change and read
+        #: without it (one atomic reference read), so the hot check takes no lock.
+        self._index: dict[str, tuple[StoredToken, ...]] = {}
         self._session: str | None = None
         self._loaded_for: str | None = None
         if self._path is not None:
@@ -103,24 +106,29 @@ class TokenStore:
             self._save()
         return stored
 
+    def _reindex(self) -> None:
+        index: dict[str, list[StoredToken]] = {}
+        for entry in self._entries.values():
+            for scope in entry.scopes:
+                index.setdefault(scope, []).append(entry)
+        self._index = {scope: tuple(entries) for scope, entries in index.items()}
+
     def _find(self, scope: str, now: float) -> StoredToken | None:
         limit = now + self._skew
         if " " in scope:
             wanted = frozenset(scope.split())
-            for entry in self._entries.values():
+            for entry in self._index.get(min(wanted, default=""), ()):
                 if entry.expires_at > limit and wanted <= entry.scopes:
                     return entry
             return None
-        for entry in self._entries.values():
-            if entry.expires_at > limit and scope in entry.scopes:
+        for entry in self._index.get(scope, ()):
+            if entry.expires_at > limit:
                 return entry
         return None
 
     def peek(self, scope: str) -> str | None:
         """A live token covering ``scope`` (space-separated scopes: all of them), without using it."""
-        now = self._clock.now()
-        with self._lock:
-            entry = self._find(scope, now)
+        entry = self._find(scope, self._clock.now())
         return entry.token if entry is not None else None
 
     def take(self, scope: str) -> str | None:
@@ -148,6 +156,7 @@ class TokenStore:
         with self._lock:
             self._entries.clear()
             self._session = None
+            self._reindex()
             if self._path is not None:
                 with contextlib.suppress(FileNotFoundError):
                     self._path.unlink()
@@ -197,8 +206,10 @@ class TokenStore:
             stored = parse_token(token) if isinstance(token, str) else None
             if stored is not None and stored.expires_at > now + self._skew:
                 self._entries[stored.scope_key] = stored
+        self._reindex()
 
     def _save(self) -> None:
+        self._reindex()
         if self._path is None:
             return
         body = json.dumps(

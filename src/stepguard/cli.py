@@ -100,7 +100,7 @@ def serve(
         os.environ["STEPGUARD_DATABASE_URL"] = obj["database_url"]
     if obj.get("config"):
         os.environ["STEPGUARD_CONFIG"] = obj["config"]
-    if "STEPGUARD_PUBLIC_URL" not in os.environ:
+    if not os.environ.get("STEPGUARD_PUBLIC_URL"):  # empty counts as unset, as in Settings
         shown = "localhost" if host in {"127.0.0.1", "0.0.0.0", "::1"} else host  # noqa: S104
         os.environ["STEPGUARD_PUBLIC_URL"] = f"http://{shown}:{port}"
     os.environ["STEPGUARD_DEMO"] = "1" if demo else "0"

@@ -25,6 +25,7 @@ from fastapi import FastAPI
 
 from stepguard.client import AsyncClient, Client
 from stepguard.core.clock import FixedClock
+from stepguard.demo import mount_demo
 from stepguard.server.app import create_app
 from stepguard.server.settings import Settings
 from stepguard.testing import SoftwareAuthenticator, StepGuardTestServer
@@ -90,6 +91,7 @@ class Harness:
                 public_url=ISSUER,
             )
             self.app = create_app(settings, clock=self.clock)
+            mount_demo(self.app)
             await self._stack.enter_async_context(self.app.router.lifespan_context(self.app))
             self._admin = httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=self.app),
@@ -99,7 +101,7 @@ class Harness:
             r = await self._admin.get("/admin/environments")
             self.environment_id = next(e["id"] for e in r.json()["environments"] if e["is_default"])
         else:
-            self.kit = StepGuardTestServer(self.tmp / "kit", clock=self.clock).start()
+            self.kit = StepGuardTestServer(self.tmp / "kit", clock=self.clock, demo=True).start()
             self.app = self.kit.app
             self.url = self.kit.url
             self.environment_id = self.kit.environment_id

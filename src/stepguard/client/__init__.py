@@ -63,7 +63,6 @@ from stepguard.client._models import (
 from stepguard.client._store import StoredToken, TokenStore
 
 __all__ = [
-    "SCOPE_EXTENSION",
     "ApiError",
     "AsyncClient",
     "AsyncMfa",
@@ -94,6 +93,7 @@ __all__ = [
     "PrompterMissing",
     "RateLimited",
     "RecoveryCodes",
+    "SCOPE_EXTENSION",
     "ScriptedPrompter",
     "Session",
     "SessionInvalid",

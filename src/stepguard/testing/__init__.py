@@ -14,9 +14,13 @@ Pytest fixtures (the plugin is registered through the ``pytest11`` entry point):
 
 from __future__ import annotations
 
-from stepguard.client import ScriptedPrompter
-from stepguard.testing._authenticator import SoftwareAuthenticator
-from stepguard.testing._server import AutoPrompter, StepGuardTestServer, TestUser
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from stepguard.client import ScriptedPrompter
+    from stepguard.testing._authenticator import SoftwareAuthenticator
+    from stepguard.testing._server import AutoPrompter, StepGuardTestServer, TestUser
 
 __all__ = [
     "AutoPrompter",
@@ -25,3 +29,24 @@ __all__ = [
     "StepGuardTestServer",
     "TestUser",
 ]
+
+# Loaded on first use: the pytest plugin imports this package in every test run.
+_WHERE = {
+    "AutoPrompter": "stepguard.testing._server",
+    "ScriptedPrompter": "stepguard.client",
+    "SoftwareAuthenticator": "stepguard.testing._authenticator",
+    "StepGuardTestServer": "stepguard.testing._server",
+    "TestUser": "stepguard.testing._server",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        value = getattr(importlib.import_module(_WHERE[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'stepguard.testing' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])

@@ -45,7 +45,9 @@ class StepGuardTestServer:
 
     ``clock`` (default: a :class:`FixedClock`) is the server's clock; give the same one to the
     clients (the helpers here do) and move it with ``advance`` to expire codes and tokens.
-    ``policy`` changes the default environment's policy (``PATCH`` body of the admin API).
+    ``policy`` changes the default environment's policy (``PATCH`` body of the admin API);
+    ``demo=True`` mounts the demo wallet app (guarded routes) at ``/demo``. Other keywords are
+    server :class:`~stepguard.server.settings.Settings` fields.
     """
 
     __test__ = False  # not a pytest test class
@@ -94,6 +96,10 @@ class StepGuardTestServer:
         }
         values.update(self._settings)
         self.app = create_app(Settings(**values), clock=self.clock)
+        if values.get("demo"):
+            from stepguard.demo import mount_demo
+
+            mount_demo(self.app)  # the demo wallet app at /demo, behind the guard
         config = uvicorn.Config(
             self.app, host=LOOPBACK, port=self.port, log_level="warning", ws="none"
         )

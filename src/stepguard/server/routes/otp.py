@@ -265,13 +265,13 @@ async def _reserve_attempt(service: StepGuardService, row: Challenge) -> int:
             .returning(Challenge.attempts)
         )
         after = result.scalar_one_or_none()
-    if after is None:
-        # Spent, or out of attempts: say which without comparing anything.
-        raise (
-            CodeUsed()
-            if row.used_at is not None
-            else CodeExpired("Too many wrong codes: request a new code.")
-        )
+        if after is None:
+            # Spent (perhaps a moment ago by a concurrent request) or out of attempts: say
+            # which, from the row as it is now, without comparing anything.
+            used_at = await s.scalar(select(Challenge.used_at).where(Challenge.id == row.id))
+            if used_at is not None:
+                raise CodeUsed()
+            raise CodeExpired("Too many wrong codes: request a new code.")
     return int(after) - 1
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
-from serverkit import settings_for
+from guard_server import settings_for
 
 from _services import RunningServer, run_uvicorn_in_thread
 from stepguard.core.clock import FixedClock

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from serverkit import ServerKit, running_server
+from guard_server import ServerKit, running_server
 
 
 @pytest.fixture

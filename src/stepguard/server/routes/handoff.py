@@ -530,7 +530,9 @@ async def _dispatch(
     return captured
 
 
-@browser_router.api_route("/sdk/{path:path}", methods=["GET", "POST"])
+# One route per method: a two-method route gives both the same OpenAPI operation id.
+@browser_router.get("/sdk/{path:path}")
+@browser_router.post("/sdk/{path:path}")
 async def proxy(handoff_id: str, path: str, request: Request, service: Service) -> Any:
     """Call a step-up (or enrolment) route of the SDK API for the hand-off's session.
 

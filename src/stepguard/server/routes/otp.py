@@ -89,6 +89,7 @@ __all__ = [
     "router",
     "send_otp",
     "spend_code",
+    "store_code",
     "verify_otp",
 ]
 
@@ -129,7 +130,7 @@ def _message(code: str, purpose: str) -> tuple[str, str]:
     return subject, body
 
 
-async def issue_code(
+async def store_code(
     service: StepGuardService,
     *,
     environment_id: str,
@@ -140,22 +141,11 @@ async def issue_code(
     destination: str,
     purpose: str,
     ip: str | None,
-    deliver: bool = True,
-    background: bool = False,
-    throttle_user: bool = True,
-) -> dict[str, Any]:
-    """Store a new code for ``destination`` (voiding older ones) and send it.
-
-    ``deliver=False`` stores a decoy that nobody receives (sign-in for an unknown address, so the
-    answer looks the same); ``background=True`` answers before the message goes out (same
-    timing whether or not an account exists). Throttles apply in every case (per user only with
-    ``throttle_user``: sign-in leaves it out so a busy account is not told apart by its 429s).
-    """
-    channel, method = CHANNELS[kind]
+) -> tuple[str, OtpChallengeState]:
+    """Draw a code and store its challenge row, voiding older pending ones; no throttle, no
+    delivery (:func:`issue_code` adds both). Returns the code, for the delivery channel only."""
+    _, method = CHANNELS[kind]
     now = service.clock.now()
-    throttles = throttles_for(service)
-    dest_key = "dest:" + keyed_digest(service, _DESTINATION_LABEL)(destination)
-    throttles.on_send(destination=dest_key, user_id=user_id if throttle_user else None, ip=ip)
     challenge_id = new_id("otp_")
     code, state = method.begin(
         challenge_id=challenge_id,
@@ -219,6 +209,47 @@ async def issue_code(
                 "challenge_id": challenge_id,
             },
         )
+    return code, state
+
+
+async def issue_code(
+    service: StepGuardService,
+    *,
+    environment_id: str,
+    user_id: str | None,
+    session_id: str | None,
+    credential_id: str | None,
+    kind: str,
+    destination: str,
+    purpose: str,
+    ip: str | None,
+    deliver: bool = True,
+    background: bool = False,
+    throttle_user: bool = True,
+) -> dict[str, Any]:
+    """Store a new code for ``destination`` (voiding older ones) and send it.
+
+    ``deliver=False`` stores a decoy that nobody receives (sign-in for an unknown address, so the
+    answer looks the same); ``background=True`` answers before the message goes out (same
+    timing whether or not an account exists). Throttles apply in every case (per user only with
+    ``throttle_user``: sign-in leaves it out so a busy account is not told apart by its 429s).
+    """
+    channel, _ = CHANNELS[kind]
+    now = service.clock.now()
+    throttles = throttles_for(service)
+    dest_key = "dest:" + keyed_digest(service, _DESTINATION_LABEL)(destination)
+    throttles.on_send(destination=dest_key, user_id=user_id if throttle_user else None, ip=ip)
+    code, state = await store_code(
+        service,
+        environment_id=environment_id,
+        user_id=user_id,
+        session_id=session_id,
+        credential_id=credential_id,
+        kind=kind,
+        destination=destination,
+        purpose=purpose,
+        ip=ip,
+    )
     if deliver:
         subject, text = _message(code, purpose)
         send = delivery_for(service).send(
@@ -236,7 +267,7 @@ async def issue_code(
         else:
             await send
     return {
-        "verification_id": challenge_id,
+        "verification_id": state.challenge_id,
         "channel": channel,
         "destination": _mask(channel, destination),
         "expires_at": int(state.expires_at),

@@ -261,13 +261,20 @@ async def test_audit_masks_secret_detail_keys(admin: AdminApi, server_app: FastA
     assert events[0]["details"] == {"changes": {"mfa_enabled": True}}
 
 
-async def test_rotate_keys_via_admin_api(admin: AdminApi) -> None:
+async def test_rotate_keys_via_admin_api_is_audited(admin: AdminApi, server_app: FastAPI) -> None:
     before = (await admin.client.get("/.well-known/jwks.json")).json()["keys"]
     r = await admin.request("POST", "/admin/keys/rotate")
     assert r.status_code == 200
     kid = r.json()["kid"]
     after = (await admin.client.get("/.well-known/jwks.json")).json()["keys"]
     assert [k["kid"] for k in after] == [kid, before[0]["kid"]]
+    async with server_app.state.service.db.session() as s:
+        events = (
+            await s.scalars(select(AuditEvent).where(AuditEvent.action == "signing_key.rotate"))
+        ).all()
+    assert [(e.actor, e.details) for e in events] == [
+        ("admin", {"kid": kid, "retired": [before[0]["kid"]]})
+    ]
 
 
 async def test_generated_admin_key_works_and_is_stored_hashed(

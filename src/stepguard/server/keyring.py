@@ -17,6 +17,7 @@ from stepguard.core.clock import Clock
 from stepguard.core.keys import JwsAlgorithm, KeyMaterial, SecretBox, generate_key
 from stepguard.core.policy import MAX_TTL_SECONDS
 from stepguard.core.tokens import MAX_LEEWAY, TokenKeySet, TokenSigner
+from stepguard.server.audit import audit
 from stepguard.server.db import Database, SigningKey
 
 __all__ = ["RETIRED_KEY_GRACE", "Keyring"]
@@ -51,17 +52,29 @@ class Keyring:
                 s.add(self._new_row())
         self._snapshot = None
 
-    async def rotate(self) -> str:
-        """Retire the active key and start signing with a new one; returns the new ``kid``."""
+    async def rotate(self, *, actor: str = "admin") -> str:
+        """Retire the active key and start signing with a new one; returns the new ``kid``.
+
+        The rotation is audited (an admin action) in the same transaction.
+        """
         now = self._clock.now()
         async with self._db.transaction() as s:
+            retired = []
             for row in (
                 await s.scalars(select(SigningKey).where(SigningKey.retired_at.is_(None)))
             ).all():
                 row.retired_at = now
+                retired.append(row.kid)
             row = self._new_row()
             s.add(row)
             kid = row.kid
+            audit(
+                s,
+                now=now,
+                actor=actor,
+                action="signing_key.rotate",
+                details={"kid": kid, "retired": retired},
+            )
         self._snapshot = None
         return kid
 

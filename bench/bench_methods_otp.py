@@ -122,7 +122,7 @@ def _email(report: Report, bench: Bench, signer: Ed25519PrivateKey) -> None:
 
     def make(n: int) -> list[Any]:
         async def issue() -> list[Any]:
-            out = []
+            out: list[Any] = []
             for _ in range(n):
                 user = await bench.service.create_user(
                     bench.env, email=f"{uuid.uuid4().hex[:12]}@example.com"
@@ -178,7 +178,7 @@ def _recovery(report: Report, bench: Bench, signer: Ed25519PrivateKey) -> None:
 
     def make(n: int) -> list[Any]:
         async def issue() -> list[Any]:
-            out = []
+            out: list[Any] = []
             for _ in range((n + 9) // 10):
                 user = await bench.service.create_user(bench.env)
                 token, _ = await bench.service.create_session(bench.env, user.id)

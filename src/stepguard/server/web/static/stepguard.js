@@ -646,6 +646,12 @@ function codeField(label, { id = nextId("code"), numeric = true, autocomplete = 
   return { input, node: el("div", { class: "sg-field" }, el("label", { for: id }, label), input, hint ? el("p", { id: hintId, class: "sg-hint" }, hint) : null) };
 }
 
+/** An inline SVG as an image URL: an image is never scripted, unlike markup in the page. */
+function svgDataUrl(svg) {
+  const standalone = /\sxmlns=/.test(svg.slice(0, svg.indexOf(">"))) ? svg : svg.replace("<svg", '<svg xmlns="http://www.w3.org/2000/svg"');
+  return `data:image/svg+xml;charset=utf-8,${encodeURIComponent(standalone)}`;
+}
+
 class PromptUI {
   constructor(client) {
     this.client = client;
@@ -904,7 +910,7 @@ class PromptUI {
       dialog.setStatus("Loading…", true);
       const device = await this.client.addTotpDevice({ alias });
       const img = el("img", { class: "sg-qr", alt: "QR code for your authenticator app", width: "200", height: "200",
-        src: `data:image/svg+xml;charset=utf-8,${encodeURIComponent(device.qr_svg)}` });
+        src: svgDataUrl(device.qr_svg) });
       const secret = el("code", { class: "sg-secret", "data-totp-secret": device.secret }, device.secret.replace(/(.{4})/g, "$1 ").trim());
       const copy = el("button", { type: "button", class: "sg-link", onclick: async () => {
         try { await navigator.clipboard.writeText(device.secret); dialog.setStatus("Secret copied."); } catch { dialog.setStatus("Select the secret and copy it."); }

@@ -1,0 +1,100 @@
+"""Page helpers for the browser tests: dialog screens, the demo sign-in, TOTP codes, screenshots."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pyotp
+from _e2e_helpers import ADMIN_KEY
+from playwright.async_api import expect
+
+from _services import SmtpSink
+
+DIALOG = "dialog.sg-dialog[open]"
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+
+
+@dataclass(slots=True)
+class Live:
+    """A running server: ``url`` (localhost, as WebAuthn needs), admin helpers, the mail sink."""
+
+    url: str
+    app: Any
+    sink: SmtpSink
+    http: httpx.Client
+    environment_id: str = ""
+    shots: Path = field(default_factory=lambda: SCREENSHOTS)
+
+    def admin(self, method: str, path: str, **kwargs: Any) -> Any:
+        r = self.http.request(
+            method, path, headers={"X-StepGuard-Admin-Key": ADMIN_KEY}, timeout=10, **kwargs
+        )
+        assert r.status_code < 300, r.text
+        return r.json()
+
+    def user(self, **fields: Any) -> tuple[str, str]:
+        """A new user (``email=...`` makes it a verified email) and a session: (user id, token)."""
+        env = self.environment_id
+        user = self.admin("POST", f"/admin/environments/{env}/users", json=fields)["id"]
+        session = self.admin("POST", f"/admin/environments/{env}/sessions", json={"user_id": user})
+        return user, session["session_token"]
+
+    def sdk(self, method: str, path: str, token: str, **kwargs: Any) -> httpx.Response:
+        """A call to the SDK API as the program holding ``token`` would make it."""
+        return self.http.request(
+            method,
+            f"/sdk/{self.environment_id}/{path}",
+            headers={"Authorization": f"Bearer {token}", **kwargs.pop("headers", {})},
+            timeout=30,
+            **kwargs,
+        )
+
+
+@dataclass(slots=True)
+class BrowserPage:
+    page: Any
+    cdp: Any
+    authenticator_id: str
+
+    async def credentials(self) -> list[dict[str, Any]]:
+        """What the virtual authenticator holds (id, signCount, ...)."""
+        answer = await self.cdp.send(
+            "WebAuthn.getCredentials", {"authenticatorId": self.authenticator_id}
+        )
+        return list(answer["credentials"])
+
+
+async def screen(page: Any, name: str) -> Any:
+    """The open prompt dialog once it shows screen ``name`` (explicit wait)."""
+    locator = page.locator(f'{DIALOG}[data-screen="{name}"]')
+    await locator.wait_for(state="visible")
+    return locator
+
+
+async def shot(live: Live, page: Any, name: str) -> None:
+    """A screenshot of the viewport (small PNG; committed ones live in docs/screenshots)."""
+    await page.screenshot(path=str(live.shots / f"{name}.png"), animations="disabled")
+
+
+async def open_demo(page: Any, live: Live, token: str) -> None:
+    """The demo page, signed in with a pasted session token."""
+    await page.goto(f"{live.url}/demo/")
+    await page.locator("summary").click()
+    await page.locator("#session-token").fill(token)
+    await page.locator("#use-token").click()
+    await page.locator("#account-panel").wait_for(state="visible")
+    await expect(page.locator("#wallet-address")).to_have_text(re.compile(r"^0x[0-9a-fA-F]{40}$"))
+
+
+async def totp_code(secret: str, steps: int = 0) -> str:
+    """The code ``steps`` time steps from now, never within 2 s of a step change (so the
+    server sees the same step)."""
+    while 30 - time.time() % 30 < 2:
+        await asyncio.sleep(0.25)
+    return str(pyotp.TOTP(secret).at(time.time() + 30 * steps))

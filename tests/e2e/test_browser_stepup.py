@@ -1,0 +1,292 @@
+"""The demo page and the built-in web UI in a real chromium, against the real server: passkey
+registration and step-up, email codes from a real SMTP server, TOTP enrolment from the page's
+secret, recovery codes, a wallet step-up through an EIP-1193 provider backed by a real key, and
+cancelling. Each test leaves screenshots of the screens it went through."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from typing import Any
+
+import pytest
+from _browser import BrowserPage, Live, open_demo, screen, shot, totp_code
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from playwright.async_api import expect
+
+pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
+
+
+async def wait_for_mail(live: Live, to: str, count: int) -> str:
+    """The code in the ``count``-th email to ``to`` (waits for it)."""
+    for _ in range(200):
+        if len(live.sink.to(to)) >= count:
+            return live.sink.last_code(to=to)
+        await asyncio.sleep(0.025)
+    raise AssertionError(f"no email #{count} to {to}")
+
+
+async def test_passkey_registration_step_up_and_single_use_export(
+    live: Live, bpage: BrowserPage
+) -> None:
+    page = bpage.page
+    _, token = live.user(external_id="passkey-user")
+    await open_demo(page, live, token)
+    address = await page.locator("#wallet-address").text_content()
+    await shot(live, page, "demo-signed-in")
+
+    await page.locator("#enroll-passkey").click()
+    dialog = await screen(page, "passkey-register")
+    await shot(live, page, "enroll-passkey")
+    await dialog.get_by_role("button", name="Create passkey").click()
+    dialog = await screen(page, "passkey-registered")
+    await dialog.get_by_role("button", name="Done").click()
+    await expect(page.locator('#credentials li[data-format="passkey"]')).to_have_count(1)
+    [registered] = await bpage.credentials()
+
+    result = page.locator("#export-result")
+    await page.locator("#export").click()
+    dialog = await screen(page, "passkey")
+    await expect(page.locator("#export")).to_be_disabled()
+    await expect(page.locator("#export")).to_have_text("Verifying…")
+    await shot(live, page, "step-up-passkey")
+    await dialog.get_by_role("button", name="Use passkey").click()
+    await expect(result).to_have_attribute("data-kind", "ok")
+    await expect(page.locator("#export")).to_be_enabled()
+    text = await result.text_content()
+    assert text is not None
+    key = re.search(r"Private key: (0x[0-9a-f]{64})", text)
+    assert key is not None, text
+    assert Account.from_key(key.group(1)).address == address
+    await shot(live, page, "demo-exported")
+
+    # wallet:export is single-use: the second export asks again, and the passkey signs again.
+    await page.locator("#export").click()
+    dialog = await screen(page, "passkey")
+    await expect(result).to_be_hidden()
+    await dialog.get_by_role("button", name="Use passkey").click()
+    await expect(result).to_have_attribute("data-kind", "ok")
+    [after] = await bpage.credentials()
+    assert after["credentialId"] == registered["credentialId"]
+    assert after["signCount"] > registered["signCount"]
+
+
+async def test_email_sign_in_and_otp_step_up_with_codes_from_smtp(
+    live: Live, bpage: BrowserPage
+) -> None:
+    page = bpage.page
+    email = "otp-user@example.com"
+    live.user(email=email)
+    await page.goto(f"{live.url}/demo/")
+    await page.get_by_label("Email address").fill(email)
+    await page.get_by_role("button", name="Email me a code").click()
+    code = await wait_for_mail(live, email, 1)
+    await page.get_by_label("Code from the email").fill(code)
+    await shot(live, page, "demo-sign-in")
+    await page.get_by_label("Code from the email").press("Enter")
+    await page.locator("#account-panel").wait_for(state="visible")
+
+    await page.locator("#export").click()
+    dialog = await screen(page, "otp")
+    destination = await dialog.locator(".sg-destination").text_content()
+    assert destination and email not in destination and destination.endswith("@example.com")
+    resend = dialog.locator('[data-action="resend"]')
+    await expect(resend).to_be_disabled()
+    await expect(resend).to_contain_text(re.compile(r"Resend code in \d+ s"))
+    code = await wait_for_mail(live, email, 2)
+    field = dialog.get_by_label("Verification code")
+    await expect(field).to_be_focused()
+    wrong = "000000" if code != "000000" else "111111"
+    await field.fill(wrong)
+    await field.press("Enter")
+    await expect(dialog.locator(".sg-error")).to_contain_text("not right")
+    await shot(live, page, "step-up-otp-wrong-code")
+    await field.fill(code)
+    await shot(live, page, "step-up-otp")
+    await field.press("Enter")
+    await expect(page.locator("#export-result")).to_have_attribute("data-kind", "ok")
+    await expect(page.locator(DIALOG_OPEN)).to_have_count(0)
+
+
+DIALOG_OPEN = "dialog.sg-dialog[open]"
+
+
+async def test_totp_enrolment_from_the_page_then_recovery_codes(
+    live: Live, bpage: BrowserPage
+) -> None:
+    page = bpage.page
+    _, token = live.user(external_id="totp-user")
+    await open_demo(page, live, token)
+
+    await page.locator("#enroll-totp").click()
+    dialog = await screen(page, "totp-enroll")
+    secret = await dialog.locator("[data-totp-secret]").get_attribute("data-totp-secret")
+    assert secret and re.fullmatch(r"[A-Z2-7]{16,}", secret)
+    qr = dialog.get_by_role("img", name="QR code for your authenticator app")
+    assert await qr.evaluate("img => img.decode().then(() => img.naturalWidth)") > 0
+    await shot(live, page, "enroll-totp")
+    field = dialog.get_by_label("Code from the app")
+    await field.fill(await totp_code(secret, -1))
+    await field.press("Enter")
+    dialog = await screen(page, "totp-enrolled")
+    await dialog.get_by_role("button", name="Done").click()
+    await expect(page.locator('#credentials li[data-format="totp"]')).to_have_count(1)
+
+    await page.locator("#export").click()
+    dialog = await screen(page, "totp")
+    field = dialog.get_by_label("Code from your authenticator app")
+    await field.fill(await totp_code(secret, 0))
+    await shot(live, page, "step-up-totp")
+    await field.press("Enter")
+    await expect(page.locator("#export-result")).to_have_attribute("data-kind", "ok")
+
+    # New recovery codes need credential:link now: a TOTP prompt stacks on the enrolment.
+    await page.locator("#enroll-recovery").click()
+    dialog = await screen(page, "totp")
+    field = dialog.get_by_label("Code from your authenticator app")
+    await field.fill(await totp_code(secret, 1))
+    await field.press("Enter")
+    dialog = await screen(page, "recovery-codes")
+    codes = [c.strip() for c in await dialog.locator(".sg-codes li").all_text_contents()]
+    assert len(codes) == 10 and len(set(codes)) == 10
+    done = dialog.get_by_role("button", name="Done")
+    await expect(done).to_be_disabled()
+    await expect(dialog.get_by_role("button", name="Download")).to_be_visible()
+    await expect(dialog.get_by_role("button", name="Copy")).to_be_visible()
+    await shot(live, page, "enroll-recovery-codes")
+    await dialog.get_by_label("I have saved these codes").check()
+    await done.click()
+    await expect(page.locator("#enroll-status")).to_have_text("Recovery codes saved.")
+
+    # Method choice: TOTP (the default) first, then the recovery code.
+    await page.locator("#export").click()
+    dialog = await screen(page, "choose")
+    labels = await dialog.locator(".sg-choice-label").all_text_contents()
+    assert labels == ["Authenticator app", "Recovery code"]
+    await shot(live, page, "step-up-choose")
+    await dialog.get_by_text("Recovery code").click()
+    await dialog.get_by_role("button", name="Continue").click()
+    dialog = await screen(page, "recovery")
+    await shot(live, page, "step-up-recovery-code")
+    await dialog.get_by_label("Recovery code").fill(codes[0])
+    await dialog.get_by_role("button", name="Verify").click()
+    await expect(page.locator("#export-result")).to_have_attribute("data-kind", "ok")
+
+
+async def test_wallet_step_up_with_an_injected_eip1193_provider(
+    live: Live, bpage: BrowserPage
+) -> None:
+    page = bpage.page
+    account = Account.create()
+    signed: list[str] = []
+
+    def personal_sign(hex_message: str) -> str:
+        message = bytes.fromhex(hex_message.removeprefix("0x"))
+        signed.append(message.decode())
+        signature = account.sign_message(encode_defunct(primitive=message)).signature
+        return "0x" + bytes(signature).hex()
+
+    await page.expose_function("__stepguardTestSign", personal_sign)
+    await page.add_init_script(
+        "window.ethereum = { async request({ method, params }) {"
+        f" if (method === 'eth_requestAccounts' || method === 'eth_accounts') return ['{account.address}'];"
+        " if (method === 'personal_sign') return await window.__stepguardTestSign(params[0]);"
+        " throw new Error('unsupported ' + method); } };"
+    )
+    _, token = live.user(external_id="wallet-user")
+    await open_demo(page, live, token)
+    await page.locator("#link-wallet").click()
+    dialog = await screen(page, "wallet-link")
+    await dialog.get_by_role("button", name="Connect wallet").click()
+    await expect(page.locator("#enroll-status")).to_have_text("Wallet linked.")
+    await expect(page.locator('#credentials li[data-format="blockchain"]')).to_have_count(1)
+    assert len(signed) == 1 and account.address in signed[0]
+
+    await page.locator("#export").click()
+    dialog = await screen(page, "wallet")
+    shown = await dialog.get_by_label("Message to sign").text_content()
+    assert shown and account.address in shown and live.url.removeprefix("http://") in shown
+    await expect(dialog.locator(".sg-address")).to_have_text(account.address)
+    await shot(live, page, "step-up-wallet")
+    await dialog.get_by_role("button", name="Sign with wallet").click()
+    await expect(page.locator("#export-result")).to_have_attribute("data-kind", "ok")
+    assert signed[-1] == shown, "the wallet signed exactly the message the prompt showed"
+
+
+async def test_cancel_closes_the_prompt_with_a_cancellation_error(
+    live: Live, bpage: BrowserPage
+) -> None:
+    page = bpage.page
+    email = "cancel-user@example.com"
+    _, token = live.user(email=email)
+    await open_demo(page, live, token)
+    result = page.locator("#export-result")
+
+    await page.locator("#export").click()
+    await screen(page, "otp")
+    await page.keyboard.press("Escape")
+    await expect(page.locator(DIALOG_OPEN)).to_have_count(0)
+    await expect(result).to_have_text("Cancelled: exporting needs verification.")
+    await expect(page.locator("#export")).to_be_enabled()
+
+    await page.locator("#export").click()
+    dialog = await screen(page, "otp")
+    await dialog.get_by_role("button", name="Cancel").click()
+    await expect(page.locator(DIALOG_OPEN)).to_have_count(0)
+    await expect(result).to_have_attribute("data-kind", "error")
+    await expect(result).to_have_text("Cancelled: exporting needs verification.")
+    # The module's own error class, as an app would see it.
+    name = await page.evaluate(
+        """async () => {
+            const sg = await import('/static/stepguard.js');
+            const p = sg.promptStepUpAuth({ requestedScopes: ['wallet:export'] });
+            await new Promise((r) => setTimeout(r, 50));
+            const dialog = await new Promise((resolve) => {
+                const look = () => {
+                    const d = document.querySelector('dialog.sg-dialog[open][data-screen=otp]');
+                    d ? resolve(d) : setTimeout(look, 25);
+                };
+                look();
+            });
+            dialog.querySelector('[data-action=cancel]').click();
+            try { await p; return 'resolved'; } catch (e) {
+                return `${e.name}:${e.code}:${e instanceof sg.StepUpCancelled}`;
+            }
+        }"""
+    )
+    assert name == "StepUpCancelled:step_up_cancelled:true"
+
+
+async def test_the_module_works_without_a_network_beyond_the_server(
+    live: Live, bpage: BrowserPage
+) -> None:
+    """No CDN: every request the demo page makes goes to the stepguard server."""
+    page = bpage.page
+    hosts: set[str] = set()
+    page.on("request", lambda request: hosts.add(request.url.split("/")[2]))
+    _, token = live.user(external_id="offline-user")
+    await open_demo(page, live, token)
+    exported: Any = await page.evaluate(
+        "async () => Object.keys(await import('/static/stepguard.js')).sort()"
+    )
+    for name in (
+        "promptStepUpAuth",
+        "promptMfa",
+        "promptReauthenticate",
+        "isStepUpRequired",
+        "verifyOtp",
+        "sendOtp",
+        "verifyTotpMfa",
+        "verifyRecoveryCode",
+        "verifyPasskeyMfa",
+        "verifyWallet",
+        "stepUpFetch",
+        "fetch",
+    ):
+        assert name in exported
+    assert hosts == {live.url.removeprefix("http://")}
+    required = await page.evaluate(
+        "async () => (await import('/static/stepguard.js')).isStepUpRequired('wallet:export')"
+    )
+    assert required is True

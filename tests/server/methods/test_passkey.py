@@ -603,3 +603,18 @@ async def test_bad_bodies_get_stable_codes(
             }
         r = await server_client.post(sdk(env, path), json=body2, headers=fresh_user.headers)
         assert 400 <= r.status_code < 500 and "code" in r.json(), (cred, r.text)
+
+
+async def test_bad_sign_ins_cannot_lock_the_owner_out(
+    server_client: httpx.AsyncClient, fresh_user: UserSession, auth: SoftwareAuthenticator
+) -> None:
+    """Credential ids are not secret: failed anonymous sign-ins must not lock the passkey."""
+    assert (await register(server_client, fresh_user, auth)).status_code == 200
+    env = fresh_user.environment_id
+    for _ in range(8):
+        r = await sign_in(server_client, env, auth, user_verified=False)
+        assert r.status_code == 400 and r.json()["code"] == "invalid_signature"
+    assert (await sign_in(server_client, env, auth)).status_code == 200
+    opts = await options(server_client, fresh_user)
+    r = await authenticate(server_client, fresh_user, opts, auth.get(opts["options"]))
+    assert r.status_code == 200, r.text

@@ -474,7 +474,8 @@ async def sign_in(environment_id: str, body: SignInBody, request: Request, servi
     now = service.clock.now()
     known = await _resolve(service, body.credential, user_id=None, env=environment_id)
 
-    async def verify(s: AsyncSession, cred: Credential | None) -> str:
+    async def verify(s: AsyncSession, _: Credential | None) -> str:
+        cred = await s.get(Credential, known.id) if known else None
         row = await load_challenge(
             s,
             body.challenge_id,
@@ -507,7 +508,9 @@ async def sign_in(environment_id: str, body: SignInBody, request: Request, servi
         environment_id=environment_id,
         user_id=known.user_id if known else None,
         method=MethodName.PASSKEY,
-        credential_id=known.id if known else None,
+        # No per-credential lockout before sign-in: credential ids are not secret, so anyone could
+        # lock a user's passkey with bad assertions; a signature cannot be guessed anyway.
+        credential_id=None,
         scopes=(),
         action="sign_in",
         verify=verify,

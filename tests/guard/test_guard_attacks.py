@@ -390,3 +390,22 @@ async def test_a_raw_signature_forged_with_a_fresh_key_and_unknown_kid(
     signing_input = f"{b64json(forge.header(kid='no-such-kid'))}.{b64json(forge.claims())}"
     token = f"{signing_input}.{b64(stranger.sign(signing_input.encode()))}"
     assert_challenge(await post(client_for(app), token), "elevated_token_invalid")
+
+
+async def test_oversized_headers_through_a_real_server(forge: Forge, clock: Any) -> None:
+    """Over real HTTP: a token just over the guard's 8 KiB limit gets the guard's 401; a header far
+    beyond what the HTTP server reads is refused before the app (never a 500, never the handler)."""
+
+    from _services import run_uvicorn_in_thread
+
+    calls = Calls()
+    with run_uvicorn_in_thread(make_app(make_guard(forge, clock), calls)) as server:
+        async with httpx.AsyncClient(base_url=server.url) as client:
+            over = await client.post("/profile", headers=as_alice("a" * 9000))
+            assert_challenge(over, "elevated_token_invalid")
+            huge = await client.post("/profile", headers=as_alice("a" * 200_000))
+            assert 400 <= huge.status_code < 500
+            assert (
+                await client.post("/profile", headers=as_alice(forge.token()))
+            ).status_code == 200
+    assert calls.handled == ["profile"]

@@ -363,7 +363,7 @@ def test_subject_session_scope_and_age(material: KeyMaterial, keys: TokenKeySet)
 
 
 def _request(session_expires_at: float = NOW + 86_400) -> ElevationRequest:
-    return ElevationRequest(ISS, AUD, "usr_1", "ses_1", session_expires_at, False)
+    return ElevationRequest(ISS, AUD, "usr_1", "ses_1", session_expires_at)
 
 
 def test_claims_follow_policy_and_never_outlive_the_session() -> None:

@@ -27,7 +27,6 @@ class ElevationRequest:
     session_id: str
     #: Session expiry: an elevated token never outlives its session.
     session_expires_at: float
-    user_has_mfa: bool
 
 
 def decide_elevation(

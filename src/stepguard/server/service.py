@@ -457,37 +457,18 @@ class StepGuardService:
                 return await self.mint(session, factor, requested_scopes, txn=txn, ip=ip, s=own)
         policy = await self.policy(session.environment_id)
         scopes = list(requested_scopes)
-        try:
-            effective = decide_elevation(
-                policy,
-                scopes,
-                factor,
-                user_has_mfa=await self.user_has_mfa(s, session.user_id),
-                txn=txn,
-            )
-        except Exception as exc:
-            # Refusals are audited in their own transaction: the caller's rolls back.
-            async with self.db.transaction() as log:
-                audit(
-                    log,
-                    now=self.clock.now(),
-                    actor="user",
-                    action="elevation.mint",
-                    outcome=getattr(exc, "code", "error"),
-                    environment_id=session.environment_id,
-                    user_id=session.user_id,
-                    ip=ip,
-                    method=factor.method.value,
-                    scopes=scopes[:20],
-                )
-            raise
+        # A refusal here raises inside the caller's transaction: routes check policy before the
+        # factor (precheck), and run_attempt audits a late refusal after rolling back. Opening a
+        # second transaction here would wait on SQLite's write lock held by the caller.
+        effective = decide_elevation(
+            policy, scopes, factor, user_has_mfa=await self.user_has_mfa(s, session.user_id), txn=txn
+        )
         request = ElevationRequest(
             issuer=self.settings.issuer,
             environment_id=session.environment_id,
             user_id=session.user_id,
             session_id=session.id,
             session_expires_at=session.expires_at,
-            user_has_mfa=False,
         )
         claims = build_claims(request, effective, factor, now=self.clock.now(), txn=txn)
         token = (await self.keyring.signer()).sign(claims)

@@ -156,6 +156,12 @@ def test_keys_rotate(cli: Cli) -> None:
 
 def test_errors_are_json_with_a_code_and_nonzero_exit(cli: Cli) -> None:
     assert cli.fails("admin", "create-session", "--user", "usr_nope")["code"] == "not_found"
+    user = cli.ok("admin", "create-user", "--email", "ttl@example.com")["id"]
+    for ttl in ("0", "59", "-5", str(31 * 86_400)):
+        # Regression: --ttl 0 silently made a one-day session.
+        assert cli.fails("admin", "create-session", "--user", user, "--ttl", ttl)["code"] == (
+            "validation_error"
+        )
     assert cli.fails("admin", "create-user", "--email", "not-an-email")["code"] == (
         "validation_error"
     )

@@ -104,6 +104,9 @@ class World:
     doc: dict[str, Any]
     failures: list[str] = field(default_factory=list)
     counter: int = 0
+    #: Row counts after the last checked request (None: unknown, e.g. after a request that may
+    #: legitimately write).
+    counts: dict[str, int] | None = None
 
     @property
     def ids(self) -> dict[str, str]:
@@ -205,7 +208,7 @@ class World:
         params: dict[str, str] | None = None,
     ) -> httpx.Response:
         """Send one bad request; check it was refused properly and wrote nothing."""
-        before = await row_counts(self.app, exclude=BOOKKEEPING_TABLES)
+        before = self.counts or await row_counts(self.app, exclude=BOOKKEEPING_TABLES)
         hdrs = {"Content-Type": "application/json"} if content is not None else {}
         hdrs.update(self.auth() if headers is None else headers)
         try:
@@ -223,7 +226,7 @@ class World:
                 code = None
             if code != expect_code:
                 self.failures.append(f"expected code {expect_code}: {op.name} [{label}] -> {code}")
-        after = await row_counts(self.app, exclude=BOOKKEEPING_TABLES)
+        after = self.counts = await row_counts(self.app, exclude=BOOKKEEPING_TABLES)
         if after != before:
             changed = {k: (before[k], after.get(k)) for k in before if before[k] != after.get(k)}
             self.failures.append(f"half-written: {op.name} [{label}] changed {changed}")
@@ -301,10 +304,8 @@ async def test_malformed_json(
     bodies = {
         "truncated": b'{"name": "x"',
         "garbage": b"not json at all",
-        "trailing-comma": b'{"a": 1,}',
         "bad-utf8": b'{"name": "\xff\xfe"}',
-        "nul-byte": b'{"name": "a\x00b"}',
-        "nan": b'{"name": NaN}',
+        "nan": b'{"name": NaN, "ttl_seconds": Infinity}',
         "deep": b"[" * 5000 + b"]" * 5000,
     }
     for op in operations(w.doc):
@@ -327,13 +328,7 @@ async def test_wrong_types(
         schema = op.json_body_schema
         if schema is None:
             continue
-        for label, value in {
-            "array": [],
-            "string": "x",
-            "number": 1,
-            "null": None,
-            "true": True,
-        }.items():
+        for label, value in {"array": [], "string": "x", "null": None}.items():
             await w.send(op, f"body is {label}", content=json.dumps(value).encode())
         props: dict[str, Any] = schema.get("properties", {})
         baseline = w.sample(schema)
@@ -383,6 +378,7 @@ async def test_bad_query_parameters(
             values = ["abc", "1e999", "9" * 40, "-" + "9" * 40, "0", "-1", "a\u0000b", "x" * 5000]
             for value in values:
                 label = f"?{param['name']}={value[:20]}"
+                w.counts = None  # refused or ignored: either way it may not be counted
                 try:
                     r = await w.client.request(
                         op.method.upper(),
@@ -417,7 +413,7 @@ async def test_oversized_bodies(
             for i in range(0, len(big), 8192):
                 yield big[i : i + 8192]
 
-        before = await row_counts(server_app, exclude=BOOKKEEPING_TABLES)
+        before = w.counts = await row_counts(server_app, exclude=BOOKKEEPING_TABLES)
         r = await w.client.request(
             op.method.upper(),
             w.url(op),
@@ -461,6 +457,7 @@ async def test_missing_or_wrong_auth(
                 await w.send(op, label, headers=headers, content=content, expect=401)
         else:
             # Public endpoints: no auth needed; they must simply not fail.
+            w.counts = None
             r = await w.client.request(op.method.upper(), w.url(op), content=content)
             if r.status_code >= 500:
                 w.failures.append(f"5xx: {op.name} [public] {r.text[:200]}")

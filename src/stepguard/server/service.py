@@ -364,7 +364,7 @@ class StepGuardService:
         actor: str = "admin",
         ip: str | None = None,
     ) -> tuple[str, SessionRow]:
-        ttl = ttl_seconds or self.settings.session_ttl_seconds
+        ttl = self.settings.session_ttl_seconds if ttl_seconds is None else ttl_seconds
         if not 60 <= ttl <= 30 * 86_400:
             raise ValidationFailed("ttl_seconds must be between 60 and 2592000")
         user = await self.get_user(environment_id, user_id)

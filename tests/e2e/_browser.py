@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
+import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +80,32 @@ async def screen(page: Any, name: str) -> Any:
 
 
 async def shot(live: Live, page: Any, name: str) -> None:
-    """A screenshot of the viewport (small PNG; committed ones live in docs/screenshots)."""
-    await page.screenshot(path=str(live.shots / f"{name}.png"), animations="disabled")
+    """A screenshot: the open prompt dialog alone when there is one, else the viewport.
+
+    With ``pngquant`` on the PATH the PNG is palette-compressed (the committed ones stay small).
+    """
+    path = live.shots / f"{name}.png"
+    dialogs = page.locator(DIALOG)
+    if await dialogs.count():
+        await dialogs.last.screenshot(path=str(path), animations="disabled")
+    else:
+        await page.screenshot(path=str(path), animations="disabled")
+    quant = shutil.which("pngquant")
+    if quant and live.shots == SCREENSHOTS:
+        subprocess.run(  # noqa: S603 (a fixed tool on our own file)
+            [
+                quant,
+                "--force",
+                "--skip-if-larger",
+                "--strip",
+                "--quality=70-95",
+                "--output",
+                str(path),
+                str(path),
+            ],
+            check=False,
+            capture_output=True,
+        )
 
 
 async def open_demo(page: Any, live: Live, token: str) -> None:

@@ -4,10 +4,11 @@ hosted page whose token only the program receives, cancelling, and a link that w
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
-from _browser import BrowserPage, Live, screen, shot
+from _browser import BrowserPage, Live, screen, shot, totp_code
 from playwright.async_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -101,3 +102,43 @@ async def test_cancel_on_the_handoff_page_reaches_the_program_and_the_link_works
     await expect(second.locator("#handoff")).to_have_attribute("data-state", "error")
     await expect(second.locator("#handoff-title")).to_have_text("This link was already used")
     await second.close()
+
+
+async def test_enrolment_handoff_steps_up_inside_and_keeps_the_link_token_on_the_server(
+    live: Live, bpage: BrowserPage
+) -> None:
+    page = bpage.page
+    email = "handoff-enrol@example.com"
+    _, token = live.user(email=email)
+    handoff = start(live, token, kind="enroll")
+    await page.goto(handoff["url"])
+    panel = page.locator("#handoff")
+    await expect(panel).to_have_attribute("data-state", "ready")
+    await shot(live, page, "handoff-enroll")
+    await page.get_by_role("button", name="Authenticator app").click()
+
+    # The user has a verified email: adding a factor needs credential:link first.
+    dialog = await screen(page, "otp")
+    for _ in range(200):
+        if live.sink.to(email):
+            break
+        await asyncio.sleep(0.025)
+    field = dialog.get_by_label("Verification code")
+    await field.fill(live.sink.last_code(to=email))
+    await field.press("Enter")
+    dialog = await screen(page, "totp-enroll")
+    secret = await dialog.locator("[data-totp-secret]").get_attribute("data-totp-secret")
+    assert secret
+    field = dialog.get_by_label("Code from the app")
+    await field.fill(await totp_code(secret))
+    await field.press("Enter")
+    dialog = await screen(page, "totp-enrolled")
+    await dialog.get_by_role("button", name="Done").click()
+    assert "eyJ" not in await page.content(), "the link token never reaches the page"
+    await page.get_by_role("button", name="Finish").click()
+    await expect(panel).to_have_attribute("data-state", "done")
+
+    answer = poll(live, token, handoff["handoff_id"], wait=5)
+    assert answer["status"] == "completed" and answer["result"] == {"enrolled": True}
+    devices = live.sdk("GET", "mfa/devices", token).json()["devices"]
+    assert [(d["type"], d["verified"]) for d in devices] == [("totp", True)]

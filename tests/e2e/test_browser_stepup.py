@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -152,8 +153,13 @@ async def test_totp_enrolment_from_the_page_then_recovery_codes(
     assert len(codes) == 10 and len(set(codes)) == 10
     done = dialog.get_by_role("button", name="Done")
     await expect(done).to_be_disabled()
-    await expect(dialog.get_by_role("button", name="Download")).to_be_visible()
     await expect(dialog.get_by_role("button", name="Copy")).to_be_visible()
+    async with page.expect_download() as download_info:
+        await dialog.get_by_role("button", name="Download").click()
+    download = await download_info.value
+    assert download.suggested_filename == "recovery-codes.txt"
+    saved = Path(await download.path()).read_text()
+    assert all(code in saved for code in codes)
     await shot(live, page, "enroll-recovery-codes")
     await dialog.get_by_label("I have saved these codes").check()
     await done.click()
@@ -165,13 +171,17 @@ async def test_totp_enrolment_from_the_page_then_recovery_codes(
     labels = await dialog.locator(".sg-choice-label").all_text_contents()
     assert labels == ["Authenticator app", "Recovery code"]
     await shot(live, page, "step-up-choose")
-    await dialog.get_by_text("Recovery code").click()
-    await dialog.get_by_role("button", name="Continue").click()
+    # Keyboard only: the default is focused; an arrow picks the next method, Enter goes on.
+    await expect(dialog.get_by_role("radio", name=re.compile("Authenticator app"))).to_be_focused()
+    await page.keyboard.press("ArrowDown")
+    await page.keyboard.press("Enter")
     dialog = await screen(page, "recovery")
+    await expect(dialog.get_by_label("Recovery code")).to_be_focused()
+    await page.keyboard.type(codes[0])
     await shot(live, page, "step-up-recovery-code")
-    await dialog.get_by_label("Recovery code").fill(codes[0])
-    await dialog.get_by_role("button", name="Verify").click()
+    await page.keyboard.press("Enter")
     await expect(page.locator("#export-result")).to_have_attribute("data-kind", "ok")
+    assert "Authenticator app" not in (await page.locator("#export-result").text_content() or "")
 
 
 async def test_wallet_step_up_with_an_injected_eip1193_provider(
@@ -212,6 +222,68 @@ async def test_wallet_step_up_with_an_injected_eip1193_provider(
     await dialog.get_by_role("button", name="Sign with wallet").click()
     await expect(page.locator("#export-result")).to_have_attribute("data-kind", "ok")
     assert signed[-1] == shown, "the wallet signed exactly the message the prompt showed"
+
+
+SOLANA_WALLET = """
+(() => {
+  const account = { address: %(address)r, publicKey: new Uint8Array(%(public_key)s),
+    chains: ["solana:mainnet"], features: ["solana:signMessage"] };
+  const wallet = {
+    version: "1.0.0", name: "Test wallet", icon: "data:image/svg+xml,%%3Csvg/%%3E",
+    chains: ["solana:mainnet"], accounts: [],
+    features: {
+      "standard:connect": { version: "1.0.0",
+        connect: async () => { wallet.accounts = [account]; return { accounts: [account] }; } },
+      "solana:signMessage": { version: "1.0.0",
+        signMessage: async (...inputs) => Promise.all(inputs.map(async ({ message }) => ({
+          signedMessage: message,
+          signature: new Uint8Array(await window.__stepguardTestSolSign(Array.from(message))),
+        }))) },
+    },
+  };
+  const register = ({ register }) => register(wallet);
+  window.addEventListener("wallet-standard:app-ready", (e) => register(e.detail));
+  window.dispatchEvent(new CustomEvent("wallet-standard:register-wallet", { detail: register }));
+})();
+"""
+
+
+async def test_solana_wallet_standard_link_and_step_up(live: Live, bpage: BrowserPage) -> None:
+    import base58
+    import nacl.signing
+
+    page = bpage.page
+    key = nacl.signing.SigningKey.generate()
+    address = base58.b58encode(bytes(key.verify_key)).decode()
+    signed: list[bytes] = []
+
+    def sign(message: list[int]) -> list[int]:
+        signed.append(bytes(message))
+        return list(key.sign(bytes(message)).signature)
+
+    await page.expose_function("__stepguardTestSolSign", sign)
+    await page.add_init_script(
+        SOLANA_WALLET % {"address": address, "public_key": list(bytes(key.verify_key))}
+    )
+    _, token = live.user(external_id="solana-user")
+    await open_demo(page, live, token)
+    linking = asyncio.create_task(
+        page.evaluate(
+            "async () => (await import('/static/stepguard.js')).linkWallet({ chain: 'solana' })"
+        )
+    )
+    dialog = await screen(page, "wallet-link")
+    await dialog.get_by_role("button", name="Connect wallet").click()
+    linked = await linking
+    assert linked["address"] == address and linked["chain"] == "solana", linked
+
+    await page.locator("#export").click()
+    dialog = await screen(page, "wallet")
+    shown = await dialog.get_by_label("Message to sign").text_content()
+    assert shown and address in shown and "Solana account" in shown
+    await dialog.get_by_role("button", name="Sign with wallet").click()
+    await expect(page.locator("#export-result")).to_have_attribute("data-kind", "ok")
+    assert signed[-1] == shown.encode()
 
 
 async def test_cancel_closes_the_prompt_with_a_cancellation_error(

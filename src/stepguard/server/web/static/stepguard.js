@@ -13,6 +13,13 @@ export const ELEVATED_TOKEN_HEADER = "X-Elevated-Access-Token";
 const HANDOFF_TOKEN_HEADER = "X-Handoff-Token";
 const LINK_SCOPE = "credential:link";
 const SKEW_SECONDS = 5;
+// The server may allow a resend at once (a token bucket); a short pause still saves the user
+// from a second code racing the first one, so the button waits at least this long.
+const MIN_RESEND_SECONDS = 30;
+
+function resendAt(sent) {
+  return Math.max(sent.resendAfter ?? 0, Date.now() / 1000 + MIN_RESEND_SECONDS);
+}
 
 // ---------------------------------------------------------------------------------- errors
 
@@ -262,6 +269,20 @@ function startWalletStandard() {
   } catch { /* no CustomEvent */ }
 }
 
+/** The first account of a wallet-standard wallet that can sign Solana messages (connects it). */
+export async function connectSolanaWallet() {
+  startWalletStandard();
+  for (const wallet of standardWallets) {
+    if (!wallet.features?.["solana:signMessage"]) continue;
+    let accounts = wallet.accounts ?? [];
+    if (!accounts.length && wallet.features["standard:connect"]) {
+      accounts = (await wallet.features["standard:connect"].connect())?.accounts ?? wallet.accounts ?? [];
+    }
+    if (accounts.length) return { wallet, account: accounts[0], address: accounts[0].address };
+  }
+  throw new StepGuardError("No Solana wallet found in this browser (wallet standard).", { code: "no_wallet" });
+}
+
 /** Sign `message` (a string) with the user's browser wallet; the server's encoding of the answer. */
 export async function signWithBrowserWallet({ chain, address, message, ethereum = null }) {
   if (chain === "ethereum") {
@@ -464,6 +485,8 @@ export class StepGuardClient {
       const provider = ethereum ?? globalThis.ethereum;
       if (!provider?.request) throw new StepGuardError("No Ethereum wallet found in this browser.", { code: "no_wallet" });
       [addr] = await provider.request({ method: "eth_requestAccounts" });
+    } else if (!addr) {
+      addr = (await connectSolanaWallet()).address;
     }
     const ch = await this.request("POST", "wallets/link/challenge", { chain, address: addr }, { elevate: LINK_SCOPE });
     onMessage?.(ch.message, addr);
@@ -799,7 +822,7 @@ class PromptUI {
       try {
         const again = await this.client.sendOtp({ credentialId: choice.id });
         destination.textContent = again.destination;
-        countdown(again.resendAfter ?? Date.now() / 1000 + 30);
+        countdown(resendAt(again));
         dialog.setStatus("A new code is on its way.");
         field.input.focus();
       } catch (err) {
@@ -816,7 +839,7 @@ class PromptUI {
     const sentence = el("p", { class: "sg-lead" }, `We sent a code by ${sent.channel === "sms" ? "SMS" : "email"} to `, destination, ".");
     dialog.screen("otp", "Check your messages", [sentence, form, el("div", { class: "sg-row" }, resend, this.backLink(flow))]);
     dialog.onCancel = ((prev) => () => { clearInterval(timer); prev?.(); })(dialog.onCancel);
-    countdown(sent.resendAfter ?? Date.now() / 1000 + 30);
+    countdown(resendAt(sent));
   }
 
   async totpScreen(flow, choice) {

@@ -305,3 +305,53 @@ async def test_generated_admin_key_works_and_is_stored_hashed(
         async with client_for(app) as client:
             ok = await client.get("/admin/environments", headers={"X-StepGuard-Admin-Key": key})
             assert ok.status_code == 200
+
+
+async def test_session_ip_in_audit_respects_trust_proxy_headers(
+    admin: AdminApi,
+    make_server: Callable[..., contextlib.AbstractAsyncContextManager[FastAPI]],
+) -> None:
+    headers = {"X-Forwarded-For": "203.0.113.7, 10.0.0.1"}
+    us = await admin.user_with_session()
+    await admin.client.post(
+        f"/admin/environments/{us.environment_id}/sessions",
+        json={"user_id": us.user_id},
+        headers={**admin.headers, **headers},
+    )
+    untrusted = await admin.audit(us.environment_id, action="session.create", limit=1)
+    assert untrusted[0]["ip"] == "127.0.0.1"  # the peer, not the spoofable header
+    async with make_server(trust_proxy_headers=True) as app, client_for(app) as client:
+        r = await client.post(
+            f"/admin/environments/{us.environment_id}/sessions",
+            json={"user_id": us.user_id},
+            headers={**admin.headers, **headers},
+        )
+        assert r.status_code == 201
+        trusted = await AdminApi(client, admin.headers).audit(
+            us.environment_id, action="session.create", limit=1
+        )
+    assert trusted[0]["ip"] == "203.0.113.7"
+
+
+async def test_unexpected_errors_are_json_500(server_settings: Any, clock: Any) -> None:
+    from fastapi import APIRouter
+
+    from stepguard.server.app import create_app
+
+    broken = APIRouter()
+
+    @broken.get("/broken")
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    app = create_app(server_settings, clock=clock, routers=[broken])
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            r = await client.get("/broken")
+    assert r.status_code == 500
+    assert r.json() == {
+        "code": "internal_error",
+        "error": "The server failed to handle the request.",
+    }
+    assert "secret internals" not in r.text

@@ -137,7 +137,10 @@ def _admin_router() -> APIRouter:
         environment_id: str, body: schemas.CreateSession, request: Request, service: Service
     ) -> Any:
         token, row = await service.create_session(
-            environment_id, body.user_id, ttl_seconds=body.ttl_seconds, ip=client_ip(request)
+            environment_id,
+            body.user_id,
+            ttl_seconds=body.ttl_seconds,
+            ip=client_ip(request, trust_proxy=service.settings.trust_proxy_headers),
         )
         return {"session_token": token, **session_json(row)}
 

@@ -46,7 +46,7 @@ _HTTP_CODES = {
 
 def error_response(exc: StepGuardError) -> JsonResponse:
     if isinstance(exc, ElevatedTokenError):
-        challenge = challenge_for(exc, scope=str(exc.extra.get("scope", "")))
+        challenge = challenge_for(exc)
         return JsonResponse(
             challenge.problem(),
             status_code=401,
@@ -99,6 +99,15 @@ def install_error_handlers(app: FastAPI) -> None:
                 ValidationFailed("A value in the request cannot be stored (e.g. a NUL character).")
             )
         raise exc
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JsonResponse:
+        # A bug, not bad input: still JSON with a code. Starlette re-raises it afterwards, so the
+        # traceback reaches the server log; the client learns nothing about the internals.
+        return JsonResponse(
+            {"code": "internal_error", "error": "The server failed to handle the request."},
+            status_code=500,
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JsonResponse:

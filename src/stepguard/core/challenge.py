@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from stepguard.core.errors import ElevatedTokenError
+from stepguard.core.errors import AuthTooOld, ElevatedTokenError
 
 __all__ = [
     "ELEVATED_TOKEN_HEADER",
@@ -27,39 +27,46 @@ PROBLEM_CONTENT_TYPE = "application/problem+json"
 #: The request header that carries the elevated access token (one per request).
 ELEVATED_TOKEN_HEADER = "X-Elevated-Access-Token"  # noqa: S105 (a header name)
 _PARAM = re.compile(r'([a-zA-Z_]+)=(?:"((?:[^"\\]|\\.)*)"|([^\s,]+))')
+# RFC 6750 §3: error_description and scope are %x20-21 / %x23-5B / %x5D-7E (no quote, no backslash).
+_UNSAFE = re.compile(r"[^\x20\x21\x23-\x5B\x5D-\x7E]")
 
 
-def _quote(value: str) -> str:
-    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+def _param(value: str) -> str:
+    return _UNSAFE.sub("?", value)[:200]
 
 
 @dataclass(frozen=True, slots=True)
 class StepUpChallenge:
+    """One RFC 9470 challenge: the ``WWW-Authenticate`` value and the problem+json body."""
+
     code: str
+    title: str
     description: str
-    scope: str
+    scope: str | None
     max_age: int | None = None
 
     @property
     def www_authenticate(self) -> str:
-        parts = [
-            'Bearer error="insufficient_user_authentication"',
-            f"error_description={_quote(self.description)}",
-            f"scope={_quote(self.scope)}",
+        params = [
+            'error="insufficient_user_authentication"',
+            f'error_description="{_param(self.description)}"',
         ]
+        if self.scope:
+            params.append(f'scope="{_param(self.scope)}"')
         if self.max_age is not None:
-            parts.append(f'max_age="{int(self.max_age)}"')
-        return ", ".join(parts)
+            params.append(f"max_age={int(self.max_age)}")
+        return "Bearer " + ", ".join(params)
 
     def problem(self) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "type": "https://stepguard.dev/problems/" + self.code,
-            "title": "Step-up authentication required",
+            "type": f"urn:stepguard:error:{self.code}",
+            "title": self.title,
             "status": 401,
             "detail": self.description,
             "code": self.code,
-            "scope": self.scope,
         }
+        if self.scope:
+            body["scope"] = self.scope
         if self.max_age is not None:
             body["max_age"] = self.max_age
         return body
@@ -68,11 +75,26 @@ class StepUpChallenge:
         return {"WWW-Authenticate": self.www_authenticate, "Cache-Control": "no-store"}
 
 
-def challenge_for(error: ElevatedTokenError, *, scope: str) -> StepUpChallenge:
-    """The challenge answering ``error`` for a route that needs ``scope``."""
-    # max_age is only a reason when the authentication was too old (RFC 9470 §3).
-    age = error.extra.get("max_age") if "max_age" in error.extra else None
-    return StepUpChallenge(code=error.code, description=error.detail, scope=scope, max_age=age)
+def challenge_for(
+    error: ElevatedTokenError, *, scope: str | None = None, max_age: int | None = None
+) -> StepUpChallenge:
+    """The challenge answering ``error`` for a route that needs ``scope``.
+
+    ``scope``/``max_age`` default to what the raiser put in ``error.extra``. ``max_age`` (RFC 9470
+    §3) is sent with every challenge of a route that sets it, so the client's first step-up is
+    already fresh enough; when the authentication was too old and the route gave none, ``0``.
+    """
+    scope = scope if scope is not None else error.extra.get("scope")
+    age = max_age if max_age is not None else error.extra.get("max_age")
+    if not isinstance(age, int) or isinstance(age, bool):
+        age = 0 if isinstance(error, AuthTooOld) else None
+    return StepUpChallenge(
+        code=error.code,
+        title=error.description,
+        description=error.detail,
+        scope=scope if isinstance(scope, str) and scope else None,
+        max_age=age,
+    )
 
 
 def parse_challenge(header: str | None) -> dict[str, str] | None:

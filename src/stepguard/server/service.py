@@ -461,7 +461,11 @@ class StepGuardService:
         # factor (precheck), and run_attempt audits a late refusal after rolling back. Opening a
         # second transaction here would wait on SQLite's write lock held by the caller.
         effective = decide_elevation(
-            policy, scopes, factor, user_has_mfa=await self.user_has_mfa(s, session.user_id), txn=txn
+            policy,
+            scopes,
+            factor,
+            user_has_mfa=await self.user_has_mfa(s, session.user_id),
+            txn=txn,
         )
         request = ElevationRequest(
             issuer=self.settings.issuer,

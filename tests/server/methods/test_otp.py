@@ -264,12 +264,14 @@ async def test_hard_lock_at_100_consecutive_failures(
 
 
 async def test_send_is_throttled_per_destination(
-    server_client: httpx.AsyncClient, user_session: UserSession, clock: FixedClock
+    admin: AdminApi, server_client: httpx.AsyncClient, user_session: UserSession, clock: FixedClock
 ) -> None:
     for _ in range(3):
         assert (await send(server_client, user_session)).status_code == 200
     r = await send(server_client, user_session)
     assert r.status_code == 429 and int(r.headers["Retry-After"]) > 0
+    events = await admin.audit(user_session.environment_id, action="email_otp.send")
+    assert sorted(e["outcome"] for e in events) == ["rate_limited"] + ["success"] * 3
     clock.advance(60)
     assert (await send(server_client, user_session)).status_code == 200
 

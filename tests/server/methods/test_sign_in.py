@@ -170,3 +170,28 @@ async def test_email_sign_in_can_be_disabled(
 async def test_unknown_environment_is_404(server_client: httpx.AsyncClient) -> None:
     r = await start(server_client, "env_nope", "alice@example.com")
     assert r.status_code == 404
+
+
+async def test_failures_look_the_same_for_unknown_addresses(
+    server_client: httpx.AsyncClient, user_session: UserSession, smtp_sink: Any
+) -> None:
+    env = user_session.environment_id
+
+    async def story(email: str) -> list[tuple[int, str, str | None]]:
+        seen = []
+        for wrong_guesses in (5, 2):  # a code's five tries, then a resend and two more
+            sent = (await start(server_client, env, email)).json()
+            if email == "alice@example.com":
+                code = await mailed_code(smtp_sink, email)
+                guess = f"{(int(code) + 1) % 1_000_000:06d}"
+            else:
+                guess = "123456"
+            for _ in range(wrong_guesses):
+                r = await finish(server_client, env, sent["verification_id"], guess)
+                seen.append((r.status_code, r.json()["code"], r.headers.get("Retry-After")))
+        return seen
+
+    real = await story("alice@example.com")
+    decoy = await story("ghost@example.com")
+    assert real == decoy
+    assert real[-1] == (429, "rate_limited", "30")

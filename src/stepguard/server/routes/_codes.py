@@ -15,8 +15,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -28,11 +29,19 @@ from stepguard.core.elevation import decide_elevation
 from stepguard.core.errors import RateLimited, StepGuardError
 from stepguard.core.keys import SecretBox
 from stepguard.core.methods.base import VerifiedFactor, verified
-from stepguard.core.safety import RateLimiter
+from stepguard.core.safety import LockoutState, RateLimiter, record_failure
 from stepguard.server.audit import audit
 from stepguard.server.service import LiveSession, StepGuardService
 
-__all__ = ["Throttles", "finish", "keyed_digest", "precheck_elevation", "throttles_for"]
+__all__ = [
+    "Throttles",
+    "audit_refusal",
+    "finish",
+    "keyed_digest",
+    "precheck_elevation",
+    "throttled",
+    "throttles_for",
+]
 
 
 @lru_cache(maxsize=64)
@@ -71,19 +80,72 @@ async def precheck_elevation(
     try:
         decide_elevation(policy, requested_scopes, probe, user_has_mfa=has_mfa)
     except StepGuardError as exc:
-        async with service.db.transaction() as s:
-            audit(
-                s,
-                now=service.clock.now(),
-                actor="user",
-                action=f"{method.value}.verify",
-                outcome=exc.code,
-                environment_id=session.environment_id,
-                user_id=session.user_id,
-                ip=ip,
-                method=method.value,
-                scopes=list(requested_scopes)[:20],
-            )
+        await audit_refusal(
+            service,
+            exc,
+            action=f"{method.value}.verify",
+            method=method,
+            environment_id=session.environment_id,
+            user_id=session.user_id,
+            ip=ip,
+            scopes=requested_scopes,
+        )
+        raise
+
+
+async def audit_refusal(
+    service: StepGuardService,
+    exc: StepGuardError,
+    *,
+    action: str,
+    method: MethodName,
+    environment_id: str,
+    user_id: str | None,
+    ip: str | None,
+    scopes: Sequence[str] = (),
+) -> None:
+    """Audit an attempt refused before it reached the method (throttle, policy), in its own
+    transaction: one audit event per attempt, whatever stopped it."""
+    async with service.db.transaction() as s:
+        audit(
+            s,
+            now=service.clock.now(),
+            actor="user",
+            action=action,
+            outcome=exc.code,
+            environment_id=environment_id,
+            user_id=user_id,
+            ip=ip,
+            method=method.value,
+            scopes=list(scopes)[:20],
+        )
+
+
+async def throttled(
+    service: StepGuardService,
+    spend: Callable[[], None],
+    *,
+    action: str,
+    method: MethodName,
+    environment_id: str,
+    user_id: str | None,
+    ip: str | None,
+    scopes: Sequence[str] = (),
+) -> None:
+    """Run a throttle's ``spend``; a :class:`RateLimited` refusal is audited, then raised."""
+    try:
+        spend()
+    except RateLimited as exc:
+        await audit_refusal(
+            service,
+            exc,
+            action=action,
+            method=method,
+            environment_id=environment_id,
+            user_id=user_id,
+            ip=ip,
+            scopes=scopes,
+        )
         raise
 
 
@@ -122,6 +184,8 @@ class Throttles:
     send_ip: RateLimiter
     verify_authenticator: RateLimiter
     verify_ip: RateLimiter
+    #: Lockouts of sign-in decoys (addresses with no account), least recently used first.
+    decoys: OrderedDict[str, LockoutState] = field(default_factory=OrderedDict)
 
     @classmethod
     def create(cls, clock: Clock) -> Throttles:
@@ -169,6 +233,20 @@ class Throttles:
         """Spend a verification for the authenticator (credential or challenge id) and the IP."""
         self._all([(self.verify_authenticator, authenticator), (self.verify_ip, ip)])
 
+    def decoy_lockout(self, key: str) -> LockoutState:
+        """The lockout of a sign-in decoy (fresh when unknown)."""
+        return self.decoys.get(key, LockoutState())
+
+    def decoy_failed(self, key: str, *, now: float) -> None:
+        """Record a failed sign-in against a decoy, as a real address's lockout would."""
+        self.decoys[key] = record_failure(self.decoy_lockout(key), now=now)
+        self.decoys.move_to_end(key)
+        while len(self.decoys) > MAX_DECOYS:
+            self.decoys.popitem(last=False)
+
+
+#: Decoy lockouts kept per process (beyond it the oldest is forgotten, as if fresh).
+MAX_DECOYS = 100_000
 
 _THROTTLES: weakref.WeakKeyDictionary[StepGuardService, Throttles] = weakref.WeakKeyDictionary()
 

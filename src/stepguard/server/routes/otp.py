@@ -60,6 +60,7 @@ from stepguard.server.routes._codes import (
     finish,
     keyed_digest,
     precheck_elevation,
+    throttled,
     throttles_for,
 )
 from stepguard.server.schemas import Body
@@ -80,6 +81,7 @@ from stepguard.server.stepup import (
 
 __all__ = [
     "CHANNELS",
+    "DESTINATION_LABEL",
     "PURPOSE_ENROLL",
     "PURPOSE_SIGN_IN",
     "PURPOSE_STEP_UP",
@@ -104,7 +106,8 @@ CHANNELS: dict[str, tuple[str, type[OtpMethod]]] = {
 }
 _METHODS: dict[str, type[OtpMethod]] = {cls.name.value: cls for _, cls in CHANNELS.values()}
 _DIGEST_LABEL = b"otp"
-_DESTINATION_LABEL = b"otp-destination"
+#: Label of the keyed digest that names a destination in throttles (no address kept in memory).
+DESTINATION_LABEL = b"otp-destination"
 _CODE_IN_TEXT = re.compile(r"\b\d{6,10}\b")
 #: Background deliveries (sign-in sends answer before the message goes out); kept referenced.
 _PENDING: set[asyncio.Task[None]] = set()
@@ -234,11 +237,21 @@ async def issue_code(
     timing whether or not an account exists). Throttles apply in every case (per user only with
     ``throttle_user``: sign-in leaves it out so a busy account is not told apart by its 429s).
     """
-    channel, _ = CHANNELS[kind]
+    channel, method = CHANNELS[kind]
     now = service.clock.now()
     throttles = throttles_for(service)
-    dest_key = "dest:" + keyed_digest(service, _DESTINATION_LABEL)(destination)
-    throttles.on_send(destination=dest_key, user_id=user_id if throttle_user else None, ip=ip)
+    dest_key = "dest:" + keyed_digest(service, DESTINATION_LABEL)(destination)
+    await throttled(
+        service,
+        lambda: throttles.on_send(
+            destination=dest_key, user_id=user_id if throttle_user else None, ip=ip
+        ),
+        action=f"{method.name.value}.send",
+        method=method.name,
+        environment_id=environment_id,
+        user_id=user_id,
+        ip=ip,
+    )
     code, state = await store_code(
         service,
         environment_id=environment_id,
@@ -436,7 +449,16 @@ async def verify_otp(
     ):
         raise ChallengeNotFound()
     method = MethodName(row.method)
-    throttles_for(service).on_verify(authenticator=row.credential_id or row.id, ip=ip)
+    await throttled(
+        service,
+        lambda: throttles_for(service).on_verify(authenticator=row.credential_id or row.id, ip=ip),
+        action=f"{method.value}.verify",
+        method=method,
+        environment_id=session.environment_id,
+        user_id=session.user_id,
+        ip=ip,
+        scopes=requested_scopes,
+    )
     await precheck_elevation(service, session, method, requested_scopes, ip=ip)
 
     async def verify(s: AsyncSession, cred: Credential | None) -> dict[str, Any]:

@@ -31,7 +31,13 @@ from stepguard.core.scopes import TokenScope
 from stepguard.server.audit import audit
 from stepguard.server.db import Credential, RecoveryCode, new_id
 from stepguard.server.deps import CurrentSession, Service
-from stepguard.server.routes._codes import finish, keyed_digest, precheck_elevation, throttles_for
+from stepguard.server.routes._codes import (
+    finish,
+    keyed_digest,
+    precheck_elevation,
+    throttled,
+    throttles_for,
+)
 from stepguard.server.schemas import Body
 from stepguard.server.service import LiveSession, StepGuardService
 from stepguard.server.stepup import Requested, claim, elevation_gate, ip_of, run_attempt
@@ -148,7 +154,16 @@ async def verify_recovery(
         holder = await _authenticator(s, session.user_id)
     if holder is None:
         raise NoMethodsAvailable("no recovery codes; generate a set first")
-    throttles_for(service).on_verify(authenticator=holder.id, ip=ip)
+    await throttled(
+        service,
+        lambda: throttles_for(service).on_verify(authenticator=holder.id, ip=ip),
+        action="recovery_code.verify",
+        method=MethodName.RECOVERY_CODE,
+        environment_id=session.environment_id,
+        user_id=session.user_id,
+        ip=ip,
+        scopes=requested_scopes,
+    )
     await precheck_elevation(service, session, MethodName.RECOVERY_CODE, requested_scopes, ip=ip)
 
     async def verify(s: AsyncSession, cred: Credential | None) -> dict[str, Any]:

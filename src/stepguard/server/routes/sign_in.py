@@ -16,11 +16,18 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from stepguard.core.assurance import MethodName
-from stepguard.core.errors import ChallengeNotFound, MethodNotAllowed
+from stepguard.core.errors import ChallengeNotFound, MethodNotAllowed, VerificationFailed
+from stepguard.core.safety import check_lockout
 from stepguard.server.db import Credential, User
 from stepguard.server.deps import Service
-from stepguard.server.routes._codes import throttles_for
-from stepguard.server.routes.otp import PURPOSE_SIGN_IN, issue_code, load_code, spend_code
+from stepguard.server.routes._codes import keyed_digest, throttled, throttles_for
+from stepguard.server.routes.otp import (
+    DESTINATION_LABEL,
+    PURPOSE_SIGN_IN,
+    issue_code,
+    load_code,
+    spend_code,
+)
 from stepguard.server.schemas import Body
 from stepguard.server.service import StepGuardService, normalize_email
 from stepguard.server.stepup import ip_of, run_attempt
@@ -89,7 +96,24 @@ async def sign_in_verify(
         or row.method != MethodName.EMAIL_OTP.value
     ):
         raise ChallengeNotFound()
-    throttles_for(service).on_verify(authenticator=row.credential_id or row.id, ip=ip)
+    throttles = throttles_for(service)
+    await throttled(
+        service,
+        lambda: throttles.on_verify(authenticator=row.credential_id or row.id, ip=ip),
+        action="email_otp.sign_in",
+        method=MethodName.EMAIL_OTP,
+        environment_id=environment_id,
+        user_id=row.user_id,
+        ip=ip,
+    )
+    # A decoy (unknown address) keeps a lockout of its own in memory, fed and checked with the
+    # same rules as a real address's, so failures do not tell the two apart either.
+    decoy = None
+    if row.credential_id is None:
+        decoy = "decoy:" + keyed_digest(service, DESTINATION_LABEL)(
+            str(row.state.get("destination", ""))
+        )
+        check_lockout(throttles.decoy_lockout(decoy), now=service.clock.now())
 
     async def verify(s: AsyncSession, _cred: Credential | None) -> str:
         spent, _factor = await spend_code(
@@ -99,16 +123,21 @@ async def sign_in_verify(
             raise ChallengeNotFound()
         return spent.user_id
 
-    user_id = await run_attempt(
-        service,
-        environment_id=environment_id,
-        user_id=row.user_id,
-        method=MethodName.EMAIL_OTP,
-        ip=ip,
-        credential_id=row.credential_id,
-        action="sign_in",
-        verify=verify,
-    )
+    try:
+        user_id = await run_attempt(
+            service,
+            environment_id=environment_id,
+            user_id=row.user_id,
+            method=MethodName.EMAIL_OTP,
+            ip=ip,
+            credential_id=row.credential_id,
+            action="sign_in",
+            verify=verify,
+        )
+    except VerificationFailed:
+        if decoy is not None:
+            throttles.decoy_failed(decoy, now=service.clock.now())
+        raise
     token, session = await service.create_session(
         environment_id, user_id, origin="email_otp", actor="user", ip=ip
     )

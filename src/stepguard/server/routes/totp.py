@@ -32,7 +32,7 @@ from stepguard.server import stepup
 from stepguard.server.audit import audit
 from stepguard.server.db import Credential, Environment, new_id
 from stepguard.server.deps import CurrentSession, Service
-from stepguard.server.routes._codes import finish, precheck_elevation, throttles_for
+from stepguard.server.routes._codes import finish, precheck_elevation, throttled, throttles_for
 from stepguard.server.schemas import Body
 from stepguard.server.service import MFA_KINDS, LiveSession, StepGuardService
 from stepguard.server.stepup import (
@@ -174,7 +174,15 @@ async def confirm_device(
         found = await load_credential(s, session.user_id, device_id, ("totp",))
     if found.verified:
         raise Conflict("this device is already verified")
-    throttles_for(service).on_verify(authenticator=device_id, ip=ip)
+    await throttled(
+        service,
+        lambda: throttles_for(service).on_verify(authenticator=device_id, ip=ip),
+        action="totp.enroll",
+        method=MethodName.TOTP,
+        environment_id=session.environment_id,
+        user_id=session.user_id,
+        ip=ip,
+    )
 
     async def verify(s: AsyncSession, cred: Credential | None) -> dict[str, Any]:
         if cred is None:
@@ -242,7 +250,16 @@ async def verify_totp(
 ) -> dict[str, Any]:
     """Verify a TOTP code (the default device unless ``device_id``) and mint for the scopes."""
     chosen = await _pick_device(service, session.user_id, device_id)
-    throttles_for(service).on_verify(authenticator=chosen, ip=ip)
+    await throttled(
+        service,
+        lambda: throttles_for(service).on_verify(authenticator=chosen, ip=ip),
+        action="totp.verify",
+        method=MethodName.TOTP,
+        environment_id=session.environment_id,
+        user_id=session.user_id,
+        ip=ip,
+        scopes=requested_scopes,
+    )
     await precheck_elevation(service, session, MethodName.TOTP, requested_scopes, ip=ip)
 
     async def verify(s: AsyncSession, cred: Credential | None) -> dict[str, Any]:

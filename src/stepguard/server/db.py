@@ -6,6 +6,9 @@ The same code runs on SQLite (default, WAL) and PostgreSQL. Every id is an opaqu
 
 from __future__ import annotations
 
+import asyncio
+import fcntl
+import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,6 +25,7 @@ from sqlalchemy import (
     String,
     Text,
     event,
+    text,
 )
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -48,6 +52,10 @@ __all__ = [
     "User",
     "new_id",
 ]
+
+
+#: Arbitrary constant naming stepguard's start-up advisory lock in PostgreSQL.
+_STARTUP_LOCK_KEY = 0x5739_0A8D
 
 
 def new_id(prefix: str = "") -> str:
@@ -253,6 +261,33 @@ class Database:
         """A session in a transaction: committed on success, rolled back on any error."""
         async with self.sessionmaker() as s, s.begin():
             yield s
+
+    @asynccontextmanager
+    async def startup_lock(self) -> AsyncIterator[None]:
+        """Serialise start-up work across processes: a PostgreSQL advisory lock, or an
+        exclusive ``flock`` on a file beside the SQLite database."""
+        if self.is_sqlite:
+            path = self.engine.url.database
+            if not path or path == ":memory:":
+                yield
+                return
+            lock_path = path + ".startup.lock"
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+            return
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": _STARTUP_LOCK_KEY})
+            await conn.commit()
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": _STARTUP_LOCK_KEY})
+                await conn.commit()
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -115,10 +115,13 @@ class StepGuardService:
 
         Returns a newly generated admin key (to print once) when none is configured or stored.
         """
-        await upgrade(self.db)
-        await self.default_environment()
-        await self.keyring.ensure_key()
-        return await self._ensure_admin_key()
+        # Several processes may start on one fresh database at once (separate instances,
+        # CLI next to a server): one at a time migrates and creates the first rows.
+        async with self.db.startup_lock():
+            await upgrade(self.db)
+            await self.default_environment()
+            await self.keyring.ensure_key()
+            return await self._ensure_admin_key()
 
     async def close(self) -> None:
         await self.db.dispose()

@@ -119,8 +119,19 @@ async def open_demo(page: Any, live: Live, token: str) -> None:
 
 
 async def totp_code(secret: str, steps: int = 0) -> str:
-    """The code ``steps`` time steps from now, never within 2 s of a step change (so the
+    """The code ``steps`` time steps from now, never within 4 s of a step change (so the
     server sees the same step)."""
-    while 30 - time.time() % 30 < 2:
+    while 30 - time.time() % 30 < 4:
         await asyncio.sleep(0.25)
     return str(pyotp.TOTP(secret).at(time.time() + 30 * steps))
+
+
+async def mail_code(live: Live, to: str, count: int = 1, timeout: float = 20.0) -> str:
+    """The code in the ``count``-th email to ``to``, waiting for it (delivery runs after the
+    server's answer, so it can lag on a loaded machine)."""
+    deadline = time.monotonic() + timeout
+    while len(live.sink.to(to)) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no email #{count} to {to} within {timeout} s")
+        await asyncio.sleep(0.025)
+    return live.sink.last_code(to=to)

@@ -4,11 +4,10 @@ hosted page whose token only the program receives, cancelling, and a link that w
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from _browser import BrowserPage, Live, screen, shot, totp_code
+from _browser import BrowserPage, Live, mail_code, screen, shot, totp_code
 from playwright.async_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
@@ -119,12 +118,8 @@ async def test_enrolment_handoff_steps_up_inside_and_keeps_the_link_token_on_the
 
     # The user has a verified email: adding a factor needs credential:link first.
     dialog = await screen(page, "otp")
-    for _ in range(200):
-        if live.sink.to(email):
-            break
-        await asyncio.sleep(0.025)
     field = dialog.get_by_label("Verification code")
-    await field.fill(live.sink.last_code(to=email))
+    await field.fill(await mail_code(live, email))
     await field.press("Enter")
     dialog = await screen(page, "totp-enroll")
     secret = await dialog.locator("[data-totp-secret]").get_attribute("data-totp-secret")

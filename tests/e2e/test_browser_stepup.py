@@ -11,21 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _browser import BrowserPage, Live, open_demo, screen, shot, totp_code
+from _browser import BrowserPage, Live, mail_code, open_demo, screen, shot, totp_code
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from playwright.async_api import expect
 
 pytestmark = [pytest.mark.browser, pytest.mark.asyncio(loop_scope="module")]
-
-
-async def wait_for_mail(live: Live, to: str, count: int) -> str:
-    """The code in the ``count``-th email to ``to`` (waits for it)."""
-    for _ in range(200):
-        if len(live.sink.to(to)) >= count:
-            return live.sink.last_code(to=to)
-        await asyncio.sleep(0.025)
-    raise AssertionError(f"no email #{count} to {to}")
 
 
 async def test_passkey_registration_step_up_and_single_use_export(
@@ -82,7 +73,7 @@ async def test_email_sign_in_and_otp_step_up_with_codes_from_smtp(
     await page.goto(f"{live.url}/demo/")
     await page.get_by_label("Email address").fill(email)
     await page.get_by_role("button", name="Email me a code").click()
-    code = await wait_for_mail(live, email, 1)
+    code = await mail_code(live, email, 1)
     await page.get_by_label("Code from the email").fill(code)
     await shot(live, page, "demo-sign-in")
     await page.get_by_label("Code from the email").press("Enter")
@@ -95,7 +86,7 @@ async def test_email_sign_in_and_otp_step_up_with_codes_from_smtp(
     resend = dialog.locator('[data-action="resend"]')
     await expect(resend).to_be_disabled()
     await expect(resend).to_contain_text(re.compile(r"Resend code in \d+ s"))
-    code = await wait_for_mail(live, email, 2)
+    code = await mail_code(live, email, 2)
     field = dialog.get_by_label("Verification code")
     await expect(field).to_be_focused()
     wrong = "000000" if code != "000000" else "111111"
@@ -362,3 +353,46 @@ async def test_the_module_works_without_a_network_beyond_the_server(
         "async () => (await import('/static/stepguard.js')).isStepUpRequired('wallet:export')"
     )
     assert required is True
+
+
+async def test_totp_prompt_offers_a_device_choice(live: Live, bpage: BrowserPage) -> None:
+    page = bpage.page
+    _, token = live.user(external_id="two-devices")
+    secrets: dict[str, str] = {}
+    for alias in ("Work phone", "Backup tablet"):
+        headers = {}
+        if secrets:  # the second device needs credential:link, from the first one
+            first = next(iter(secrets.values()))
+            r = live.sdk(
+                "POST",
+                "mfa/totp/verify",
+                token,
+                json={"code": await totp_code(first), "requested_scopes": ["credential:link"]},
+            )
+            assert r.status_code == 200, r.text
+            headers = {"X-Elevated-Access-Token": r.json()["elevated_access_token"]}
+        r = live.sdk("POST", "mfa/totp/devices", token, json={"alias": alias}, headers=headers)
+        assert r.status_code == 201, r.text
+        device = r.json()
+        r = live.sdk(
+            "POST",
+            f"mfa/totp/devices/{device['id']}/verify",
+            token,
+            json={"code": await totp_code(device["secret"], -1)},
+        )
+        assert r.status_code == 200, r.text
+        secrets[device["id"]] = device["secret"]
+
+    await open_demo(page, live, token)
+    await page.locator("#export").click()
+    dialog = await screen(page, "totp")
+    device = dialog.get_by_label("Device")
+    options = await device.locator("option").all_text_contents()
+    assert sorted(options) == ["Backup tablet", "Work phone"]
+    await shot(live, page, "step-up-totp-devices")
+    await device.select_option(label="Backup tablet")
+    backup = await device.input_value()
+    field = dialog.get_by_label("Code from your authenticator app")
+    await field.fill(await totp_code(secrets[backup]))
+    await field.press("Enter")
+    await expect(page.locator("#export-result")).to_have_attribute("data-kind", "ok")

@@ -361,16 +361,12 @@ export class StepGuardClient {
   }
 
   // -- tokens --------------------------------------------------------------------------------
+  /** Keep a minted token; answers it. Through a hand-off the program got it instead: null. */
   keep(answer, requestedScopes) {
-    if (!answer) return null;
-    if (answer.elevated_access_token) {
-      const scopes = new Set(answer.scopes ?? requestedScopes);
-      this.tokens.push({ token: answer.elevated_access_token, scopes, expiresAt: answer.expires_at, singleUse: Boolean(answer.single_use) });
-      return answer.elevated_access_token;
-    }
-    // Through a hand-off (or an enrolment hand-off) the token went to the program, not to us.
-    if (answer.handed_off || answer.elevated) return null;
-    return null;
+    if (!answer?.elevated_access_token) return null;
+    const scopes = new Set(answer.scopes ?? requestedScopes);
+    this.tokens.push({ token: answer.elevated_access_token, scopes, expiresAt: answer.expires_at, singleUse: Boolean(answer.single_use) });
+    return answer.elevated_access_token;
   }
 
   /** A held token covering every scope of `scopes` and not about to expire, or null. */
@@ -580,14 +576,13 @@ function scopeText(scopes) {
 
 /** One modal dialog at a time; screens replace its content. */
 class Dialog {
-  constructor(title) {
+  constructor() {
     addStylesheet();
     this.titleId = nextId("title");
     this.onCancel = null;
     this.node = el("dialog", { class: "sg-dialog", "aria-labelledby": this.titleId, "data-stepguard": "" });
     this.node.addEventListener("cancel", (e) => { e.preventDefault(); this.cancel(); });
     document.body.append(this.node);
-    this.title = title;
   }
 
   open() {
@@ -780,10 +775,6 @@ class PromptUI {
     }
   }
 
-  async finish(flow, token) {
-    flow.done(token);
-  }
-
   async otpScreen(flow, choice) {
     const { dialog, scopes } = flow;
     dialog.screen("otp-sending", "Check your messages", el("p", { class: "sg-lead" }, "Sending a code…"));
@@ -834,7 +825,7 @@ class PromptUI {
       dialog.setStatus("Verifying…", true);
       const token = await this.client.verifyOtp({ code: field.input.value, requestedScopes: scopes });
       clearInterval(timer);
-      await this.finish(flow, token);
+      flow.done(token);
     });
     const sentence = el("p", { class: "sg-lead" }, `We sent a code by ${sent.channel === "sms" ? "SMS" : "email"} to `, destination, ".");
     dialog.screen("otp", "Check your messages", [sentence, form, el("div", { class: "sg-row" }, resend, this.backLink(flow))]);
@@ -856,7 +847,7 @@ class PromptUI {
       dialog.setStatus("Verifying…", true);
       const deviceId = f.querySelector("select")?.value ?? choice.devices[0]?.id ?? null;
       const token = await this.client.verifyTotpMfa({ code: field.input.value, deviceId, requestedScopes: scopes });
-      await this.finish(flow, token);
+      flow.done(token);
     });
     dialog.screen("totp", "Enter your authenticator code", [form, el("div", { class: "sg-row" }, this.backLink(flow))]);
     field.input.focus();
@@ -868,7 +859,7 @@ class PromptUI {
     const form = busyForm(dialog, field.node, "Verify", async () => {
       dialog.setStatus("Verifying…", true);
       const token = await this.client.verifyRecoveryCode({ code: field.input.value, requestedScopes: scopes });
-      await this.finish(flow, token);
+      flow.done(token);
     });
     dialog.screen("recovery", "Use a recovery code", [form, el("div", { class: "sg-row" }, this.backLink(flow))]);
   }
@@ -880,7 +871,7 @@ class PromptUI {
       controller = new AbortController();
       dialog.setStatus("Waiting for your passkey…", true);
       const token = await this.client.verifyPasskeyMfa({ requestedScopes: scopes, signal: controller.signal });
-      await this.finish(flow, token);
+      flow.done(token);
     });
     dialog.screen("passkey", "Verify with your passkey", [form, el("div", { class: "sg-row" }, this.backLink(flow))]);
     dialog.onCancel = ((prev) => () => { controller?.abort(); prev?.(); })(dialog.onCancel);
@@ -907,7 +898,7 @@ class PromptUI {
     const form = busyForm(dialog, body, "Sign with wallet", async () => {
       dialog.setStatus("Waiting for your wallet…", true);
       const token = await this.client.verifyWallet({ requestedScopes: scopes, challenge: ch, ethereum: this.client.options.ethereum });
-      await this.finish(flow, token);
+      flow.done(token);
     });
     dialog.screen("wallet", "Sign with your wallet", [form, el("div", { class: "sg-row" }, this.backLink(flow))]);
   }

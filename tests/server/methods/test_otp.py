@@ -571,3 +571,42 @@ async def _fresh_link(
     assert r.status_code == 200, r.text
     clock.advance(30)
     return str(r.json()["elevated_access_token"])
+
+
+async def test_code_to_a_removed_address_no_longer_works(
+    server_client: httpx.AsyncClient, user_session: UserSession, smtp_sink: Any
+) -> None:
+    env, tok = user_session.environment_id, user_session.session_token
+    link = await link_token(server_client, env, tok, "alice@example.com", smtp_sink)
+    r = await server_client.post(
+        sdk(env, "/credentials/email"),
+        json={"email": "old@example.com"},
+        headers=auth_headers(tok, link),
+    )
+    second = r.json()
+    code = smtp_sink.last_code(to="old@example.com")
+    assert (
+        await verify(server_client, user_session, second["verification_id"], code)
+    ).status_code == 200
+    sent = (
+        await send(server_client, user_session, {"credential_id": second["credential_id"]})
+    ).json()
+    pending = smtp_sink.last_code(to="old@example.com")
+    # Remove the address (with a credential:unlink token earned through the other one).
+    r = await send(server_client, user_session)
+    r = await verify(
+        server_client,
+        user_session,
+        r.json()["verification_id"],
+        smtp_sink.last_code(to="alice@example.com"),
+        ["credential:unlink"],
+    )
+    unlink = r.json()["elevated_access_token"]
+    r = await server_client.delete(
+        sdk(env, f"/credentials/{second['credential_id']}"), headers=auth_headers(tok, unlink)
+    )
+    assert r.status_code == 200, r.text
+    r = await verify(
+        server_client, user_session, sent["verification_id"], pending, ["wallet:export"]
+    )
+    assert r.status_code == 400 and r.json()["code"] == "challenge_not_found"

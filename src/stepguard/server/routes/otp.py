@@ -465,8 +465,11 @@ async def verify_otp(
         spent, factor = await spend_code(
             service, s, verification_id, code, expected_user_id=session.user_id
         )
+        # The address may have been removed (or, for step-up, never verified) since the send.
+        if cred is None or (spent.purpose == PURPOSE_STEP_UP and not cred.verified):
+            raise ChallengeNotFound()
         extra: dict[str, Any] = {}
-        if spent.purpose == PURPOSE_ENROLL and cred is not None and not cred.verified:
+        if spent.purpose == PURPOSE_ENROLL and not cred.verified:
             await _confirm_credential(s, cred, now=service.clock.now())
             extra["credential"] = credential_json(cred)
         return await finish(service, session, factor, requested_scopes, s=s, ip=ip, extra=extra)

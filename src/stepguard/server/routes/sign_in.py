@@ -115,11 +115,13 @@ async def sign_in_verify(
         )
         check_lockout(throttles.decoy_lockout(decoy), now=service.clock.now())
 
-    async def verify(s: AsyncSession, _cred: Credential | None) -> str:
+    async def verify(s: AsyncSession, cred: Credential | None) -> str:
         spent, _factor = await spend_code(
             service, s, verification_id, code, expected_user_id=row.user_id
         )
-        if spent.user_id is None:  # defence in depth: a decoy has nobody to sign in
+        # A decoy has nobody to sign in; a real address may have been removed or had sign-in
+        # turned off since the send.
+        if spent.user_id is None or cred is None or not (cred.verified and cred.sign_in_enabled):
             raise ChallengeNotFound()
         return spent.user_id
 

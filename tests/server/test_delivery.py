@@ -117,6 +117,9 @@ async def test_twilio_refusal_and_unreachable_are_delivery_failed(
 def test_twilio_url_parsing() -> None:
     p = TwilioSmsProvider.from_url("twilio://ACx:tok@api.twilio.com?from=%2B15551234567")
     assert p.base_url == "https://api.twilio.com" and p.from_number == "+15551234567"
+    # As written in the docs, with a bare "+": still the number's sign.
+    p = TwilioSmsProvider.from_url("twilio://ACx:tok@api.twilio.com:8443?from=+15551234567")
+    assert p.base_url == "https://api.twilio.com:8443" and p.from_number == "+15551234567"
     assert TwilioSmsProvider.from_url("twilio+http://A:t@127.0.0.1:9000?from=+1").base_url == (
         "http://127.0.0.1:9000"
     )

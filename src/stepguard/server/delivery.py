@@ -220,7 +220,8 @@ class TwilioSmsProvider:
         parts = urlsplit(url)
         if parts.scheme not in {"twilio", "twilio+http"}:
             raise ValueError("not a twilio:// URL")
-        sender = parse_qs(parts.query).get("from", [""])[0]
+        # A literal "+" in ``from=+1555…`` is the number's sign, not an encoded space.
+        sender = parse_qs(parts.query.replace("+", "%2B")).get("from", [""])[0]
         if not (parts.username and parts.password and parts.hostname and sender):
             raise ValueError("STEPGUARD_SMS_PROVIDER needs twilio://SID:TOKEN@host?from=+1…")
         scheme = "http" if parts.scheme == "twilio+http" else "https"

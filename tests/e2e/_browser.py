@@ -79,14 +79,15 @@ async def screen(page: Any, name: str) -> Any:
     return locator
 
 
-async def shot(live: Live, page: Any, name: str) -> None:
-    """A screenshot: the open prompt dialog alone when there is one, else the viewport.
+async def shot(live: Live, page: Any, name: str, *, whole: bool = False) -> None:
+    """A screenshot: the open prompt dialog alone when there is one (unless ``whole``), else
+    the viewport.
 
     With ``pngquant`` on the PATH the PNG is palette-compressed (the committed ones stay small).
     """
     path = live.shots / f"{name}.png"
     dialogs = page.locator(DIALOG)
-    if await dialogs.count():
+    if not whole and await dialogs.count():
         await dialogs.last.screenshot(path=str(path), animations="disabled")
     else:
         await page.screenshot(path=str(path), animations="disabled")

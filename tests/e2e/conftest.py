@@ -66,17 +66,9 @@ async def browser() -> AsyncIterator[Any]:
             await instance.close()
 
 
-@pytest.fixture
-def live(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Live]:
-    """The server with the demo, mail to ``smtp_sink``, on ``http://localhost:PORT``."""
+def _serve(tmp_path: Path, sink: SmtpSink, **settings: Any) -> Iterator[Live]:
     port = free_port()
-    settings = e2e_settings(
-        tmp_path,
-        public_url=f"http://localhost:{port}",
-        smtp_url=smtp_sink.url,
-        dev_mode=False,
-    )
-    app = create_app(settings)
+    app = create_app(e2e_settings(tmp_path, public_url=f"http://localhost:{port}", **settings))
     mount_demo(app)
     shots = SCREENSHOTS if os.environ.get("STEPGUARD_SCREENSHOTS") == "1" else tmp_path / "shots"
     shots.mkdir(parents=True, exist_ok=True)
@@ -84,10 +76,22 @@ def live(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Live]:
         run_uvicorn_in_thread(app, port) as server,
         httpx.Client(base_url=server.url) as http,
     ):
-        live = Live(url=server.localhost_url, app=app, sink=smtp_sink, http=http, shots=shots)
+        live = Live(url=server.localhost_url, app=app, sink=sink, http=http, shots=shots)
         envs = live.admin("GET", "/admin/environments")["environments"]
         live.environment_id = next(e["id"] for e in envs if e["is_default"])
         yield live
+
+
+@pytest.fixture
+def live(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Live]:
+    """The server with the demo, mail to ``smtp_sink``, on ``http://localhost:PORT``."""
+    yield from _serve(tmp_path, smtp_sink, smtp_url=smtp_sink.url, dev_mode=False)
+
+
+@pytest.fixture
+def dev_live(tmp_path: Path, smtp_sink: SmtpSink) -> Iterator[Live]:
+    """The server as ``make run`` starts it: dev mode, codes in the dev outbox, no SMTP."""
+    yield from _serve(tmp_path, smtp_sink, dev_mode=True)
 
 
 @pytest_asyncio.fixture(loop_scope="module")

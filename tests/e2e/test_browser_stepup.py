@@ -396,3 +396,36 @@ async def test_totp_prompt_offers_a_device_choice(live: Live, bpage: BrowserPage
     await field.fill(await totp_code(secrets[backup]))
     await field.press("Enter")
     await expect(page.locator("#export-result")).to_have_attribute("data-kind", "ok")
+
+
+async def test_a_newcomer_under_make_run_reads_every_code_on_the_page(
+    dev_live: Live, bpage: BrowserPage
+) -> None:
+    """Dev mode (``make run``): sign in and step up by email with the codes the demo shows."""
+    page = bpage.page
+    live = dev_live
+    email = "newcomer@example.com"
+    live.user(email=email)
+    await page.goto(f"{live.url}/demo/")
+    await page.get_by_label("Email address").fill(email)
+    await page.get_by_role("button", name="Email me a code").click()
+    hint = page.locator("#outbox-hint")
+    await expect(hint).to_contain_text(re.compile(r"your code is \d{6}"))
+    code = re.search(r"\d{6}", await hint.text_content() or "")
+    assert code
+    await page.get_by_label("Code from the email").fill(code.group(0))
+    await page.get_by_role("button", name="Sign in").click()
+    await page.locator("#account-panel").wait_for(state="visible")
+
+    await page.locator("#export").click()
+    dialog = await screen(page, "otp")
+    outbox = page.locator("#dev-outbox")
+    signed_in_code = code.group(0)
+    await expect(outbox).not_to_contain_text(signed_in_code)
+    code = re.search(r"code (\d{6})", await outbox.text_content() or "")
+    assert code
+    await shot(live, page, "demo-step-up-dev-outbox", whole=True)
+    await dialog.get_by_label("Verification code").fill(code.group(1))
+    await dialog.get_by_label("Verification code").press("Enter")
+    await expect(page.locator("#export-result")).to_have_attribute("data-kind", "ok")
+    assert live.sink.messages == [], "dev mode sends no mail"

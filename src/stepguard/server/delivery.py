@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import weakref
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any, ClassVar, Protocol
@@ -291,16 +290,6 @@ class Delivery:
             )
         else:
             await self.sms.send_sms(to=to, body=body, now=now, environment_id=environment_id)
-
-    @property
-    def channels_in_outbox(self) -> Sequence[str]:
-        """Which channels end in the dev outbox (for start-up warnings and the demo)."""
-        out = []
-        if self.mailer is self.outbox:
-            out.append("email")
-        if self.sms is self.outbox:
-            out.append("sms")
-        return out
 
 
 _DELIVERY: weakref.WeakKeyDictionary[StepGuardService, Delivery] = weakref.WeakKeyDictionary()

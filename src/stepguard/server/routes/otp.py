@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable
 from dataclasses import replace
 from typing import Any
 
@@ -288,7 +289,7 @@ async def issue_code(
     }
 
 
-async def _quietly(send: Any) -> None:
+async def _quietly(send: Awaitable[None]) -> None:
     try:
         await send
     except StepGuardError:
@@ -413,9 +414,15 @@ async def send_otp(
     if method.name not in policy.enabled_methods:
         raise MethodNotAllowed(f"{method.name} is not enabled in this environment")
     # A locked authenticator gets no new codes: they could not be used anyway.
-    check_lockout(
-        LockoutState(consecutive_failures=cred.failure_count, locked_until=cred.locked_until),
-        now=service.clock.now(),
+    lockout = LockoutState(cred.failure_count, cred.locked_until)
+    await throttled(
+        service,
+        lambda: check_lockout(lockout, now=service.clock.now()),
+        action=f"{method.name.value}.send",
+        method=method.name,
+        environment_id=session.environment_id,
+        user_id=session.user_id,
+        ip=ip,
     )
     return await issue_code(
         service,

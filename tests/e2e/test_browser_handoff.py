@@ -57,6 +57,26 @@ async def test_passkey_ceremony_and_step_up_through_the_handoff(
     assert r.status_code == 200 and r.json()["verified"] is True, r.text
     assert len(await bpage.credentials()) == 1
 
+    # An assertion for the program's own verify call (the SDK's Authenticator.get path).
+    r = live.sdk("POST", "passkeys/authenticate/options", token, json={})
+    ceremony = r.json()
+    handoff = start(live, token, kind="passkey.get", options=ceremony["options"])
+    await page.goto(handoff["url"])
+    await page.get_by_role("button", name="Continue").click()
+    await expect(panel).to_have_attribute("data-state", "done")
+    credential = poll(live, token, handoff["handoff_id"], wait=5)["result"]["credential"]
+    r = live.sdk(
+        "POST",
+        "passkeys/authenticate",
+        token,
+        json={
+            "challenge_id": ceremony["challenge_id"],
+            "credential": credential,
+            "requested_scopes": ["user:update"],
+        },
+    )
+    assert r.status_code == 200 and r.json()["scopes"] == ["user:update"], r.text
+
     # Step-up: the whole prompt runs on the hosted page; the token goes to the program only.
     handoff = start(live, token, kind="step_up", requested_scopes=["wallet:export"])
     assert poll(live, token, handoff["handoff_id"])["status"] == "pending"

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from pathlib import Path
 from typing import Any
 
+import pyotp
 import pytest
 from _browser import BrowserPage, Live, mail_code, open_demo, screen, shot, totp_code
 from eth_account import Account
@@ -355,33 +357,40 @@ async def test_the_module_works_without_a_network_beyond_the_server(
     assert required is True
 
 
+async def add_totp_device(
+    live: Live, token: str, alias: str, link_with: str | None
+) -> dict[str, str]:
+    """Enrol a TOTP device over the SDK API (a ``credential:link`` token from the device whose
+    secret is ``link_with`` when the user already has one); answers ``{id, secret}``."""
+    headers = {}
+    if link_with:
+        r = live.sdk(
+            "POST",
+            "mfa/totp/verify",
+            token,
+            json={"code": await totp_code(link_with), "requested_scopes": ["credential:link"]},
+        )
+        assert r.status_code == 200, r.text
+        headers = {"X-Elevated-Access-Token": r.json()["elevated_access_token"]}
+    r = live.sdk("POST", "mfa/totp/devices", token, json={"alias": alias}, headers=headers)
+    assert r.status_code == 201, r.text
+    device = r.json()
+    r = live.sdk(
+        "POST",
+        f"mfa/totp/devices/{device['id']}/verify",
+        token,
+        json={"code": await totp_code(device["secret"], -1)},
+    )
+    assert r.status_code == 200, r.text
+    return {"id": device["id"], "secret": device["secret"]}
+
+
 async def test_totp_prompt_offers_a_device_choice(live: Live, bpage: BrowserPage) -> None:
     page = bpage.page
     _, token = live.user(external_id="two-devices")
-    secrets: dict[str, str] = {}
-    for alias in ("Work phone", "Backup tablet"):
-        headers = {}
-        if secrets:  # the second device needs credential:link, from the first one
-            first = next(iter(secrets.values()))
-            r = live.sdk(
-                "POST",
-                "mfa/totp/verify",
-                token,
-                json={"code": await totp_code(first), "requested_scopes": ["credential:link"]},
-            )
-            assert r.status_code == 200, r.text
-            headers = {"X-Elevated-Access-Token": r.json()["elevated_access_token"]}
-        r = live.sdk("POST", "mfa/totp/devices", token, json={"alias": alias}, headers=headers)
-        assert r.status_code == 201, r.text
-        device = r.json()
-        r = live.sdk(
-            "POST",
-            f"mfa/totp/devices/{device['id']}/verify",
-            token,
-            json={"code": await totp_code(device["secret"], -1)},
-        )
-        assert r.status_code == 200, r.text
-        secrets[device["id"]] = device["secret"]
+    first = await add_totp_device(live, token, "Work phone", None)
+    second = await add_totp_device(live, token, "Backup tablet", first["secret"])
+    secrets = {first["id"]: first["secret"], second["id"]: second["secret"]}
 
     await open_demo(page, live, token)
     await page.locator("#export").click()
@@ -429,3 +438,27 @@ async def test_a_newcomer_under_make_run_reads_every_code_on_the_page(
     await dialog.get_by_label("Verification code").press("Enter")
     await expect(page.locator("#export-result")).to_have_attribute("data-kind", "ok")
     assert live.sink.messages == [], "dev mode sends no mail"
+
+
+async def test_a_locked_authenticator_shows_the_wait(live: Live, bpage: BrowserPage) -> None:
+    page = bpage.page
+    _, token = live.user(external_id="lockout")
+    device = await add_totp_device(live, token, "Phone", None)
+    await open_demo(page, live, token)
+    await page.locator("#export").click()
+    dialog = await screen(page, "totp")
+    field = dialog.get_by_label("Code from your authenticator app")
+    valid = {pyotp.TOTP(device["secret"]).at(time.time() + 30 * k) for k in (-1, 0, 1, 2)}
+    wrong = next(c for c in (f"{n:06d}" for n in range(100_000, 999_999, 7919)) if c not in valid)
+    error = dialog.locator(".sg-error")
+    for _ in range(10):
+        await field.fill(wrong)
+        await field.press("Enter")
+        await expect(dialog.locator("form[aria-busy]")).to_have_count(0)
+        await expect(error).to_be_visible()
+        if "Too many attempts" in (await error.text_content() or ""):
+            break
+    await expect(error).to_have_text(re.compile(r"Too many attempts\. Try again in \d+ s\."))
+    await shot(live, page, "step-up-locked")
+    await dialog.get_by_role("button", name="Cancel").click()
+    await expect(page.locator("#export-result")).to_contain_text("Cancelled")

@@ -241,8 +241,9 @@ async def test_an_expired_handoff_cannot_be_opened_and_polls_expired(
     clock.advance(61)
     r = await client.post(f"/handoff/{handoff_id}/claim", json={"secret": secret})
     assert (r.status_code, r.json()["code"]) == (400, "code_expired")
-    r = await client.get(alice.sdk(f"handoff/{handoff_id}"), headers=alice.headers)
-    assert r.json()["status"] == "expired"
+    for _ in range(2):
+        r = await client.get(alice.sdk(f"handoff/{handoff_id}"), headers=alice.headers)
+        assert r.json()["status"] == "expired"
 
 
 async def test_a_claimed_handoff_expires_for_the_page_too(
@@ -351,3 +352,24 @@ async def test_creating_needs_a_session(client: httpx.AsyncClient, alice: Accoun
         alice.sdk("handoff"), json={"kind": "step_up", "requested_scopes": ["wallet:export"]}
     )
     assert (r.status_code, r.json()["code"]) == (401, "invalid_session")
+
+
+async def test_refusals_come_back_through_the_proxy_unchanged(
+    client: httpx.AsyncClient, alice: Account
+) -> None:
+    handoff_id, secret, _ = await start(client, alice)
+    browser = await claim(client, handoff_id, secret)
+    proxy = f"/handoff/{handoff_id}/sdk"
+    sent = (await client.post(f"{proxy}/otp/send", json={}, headers=browser)).json()
+    code = await outbox_code(client, alice)
+    wrong = "000000" if code != "000000" else "111111"
+    r = await client.post(
+        f"{proxy}/otp/verify",
+        json={"verification_id": sent["verification_id"], "code": wrong},
+        headers=browser,
+    )
+    assert r.status_code == 400, r.text
+    assert r.json()["code"] == "invalid_code" and r.json()["attempts_remaining"] == 4
+    assert r.headers["content-type"].startswith("application/json")
+    r = await client.get(alice.sdk(f"handoff/{handoff_id}"), headers=alice.headers)
+    assert r.json()["status"] == "claimed", "a failed attempt leaves the hand-off open"

@@ -41,6 +41,7 @@ from enum import StrEnum
 from typing import Any, Literal
 
 from fastapi import APIRouter, Query, Request
+from fastapi.responses import Response
 from pydantic import Field, StrictStr
 from sqlalchemy import JSON, Float, Index, String, Text, update
 from sqlalchemy.orm import Mapped, mapped_column
@@ -58,7 +59,7 @@ from stepguard.core.errors import (
 from stepguard.core.scopes import TokenScope
 from stepguard.server.db import Base, new_id
 from stepguard.server.deps import CurrentSession, Service
-from stepguard.server.http import JsonResponse, bearer
+from stepguard.server.http import bearer
 from stepguard.server.schemas import Body
 from stepguard.server.service import LiveSession, StepGuardService
 
@@ -99,7 +100,7 @@ class HandoffStatus(StrEnum):
     COMPLETED = "completed"  # result waiting for the SDK
     DELIVERED = "delivered"  # result handed to the SDK (and wiped)
     CANCELLED = "cancelled"
-    EXPIRED = "expired"  # reported, never stored: rows past expires_at
+    EXPIRED = "expired"  # stored by the first poll after expires_at
 
 
 _STEP_UP_KINDS = {HandoffKind.STEP_UP, HandoffKind.MFA, HandoffKind.REAUTHENTICATE}
@@ -271,7 +272,7 @@ async def poll_handoff(
         if row.status == HandoffStatus.DELIVERED.value:
             raise CodeUsed("this hand-off's result was already delivered")
         if row.status in _OPEN and now >= row.expires_at:
-            await _wipe(service, row.id, to=HandoffStatus.CANCELLED)
+            await _wipe(service, row.id, to=HandoffStatus.EXPIRED)
             return {"handoff_id": row.id, "status": HandoffStatus.EXPIRED.value}
         if row.status not in _OPEN or loop.time() >= deadline:
             return {"handoff_id": row.id, "status": row.status, "expires_at": row.expires_at}
@@ -579,11 +580,6 @@ async def proxy(handoff_id: str, path: str, request: Request, service: Service) 
         headers=headers,
         body=body,
     )
-    forwarded = {
-        k.decode(): v.decode()
-        for k, v in answer.headers or []
-        if k.decode().lower() in _FORWARDED_HEADERS
-    }
     if allowed.role is _Role.VERIFY and answer.status == 200:
         minted = json.loads(answer.body)
         if isinstance(minted, dict) and isinstance(minted.get("elevated_access_token"), str):
@@ -593,11 +589,15 @@ async def proxy(handoff_id: str, path: str, request: Request, service: Service) 
                 return {"elevated": True, **summary}
             await _complete(service, row, minted)
             return {"handed_off": True, **summary}
-    return JsonResponse(
-        json.loads(answer.body) if answer.body else None,
+    # Anything else goes back as it came (errors keep their code, status and challenge).
+    return Response(
+        answer.body,
         status_code=answer.status,
-        headers={k: v for k, v in forwarded.items() if k.lower() != "content-type"},
-        media_type=forwarded.get("content-type", "application/json"),
+        headers={
+            k.decode(): v.decode()
+            for k, v in answer.headers or []
+            if k.decode().lower() in _FORWARDED_HEADERS
+        },
     )
 
 

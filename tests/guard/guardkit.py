@@ -167,8 +167,8 @@ def make_app(guard: Guard, calls: Calls | None = None, *, hold: float = 0.0) -> 
 
     @app.post("/export")
     async def export(elevation: Elevation = Depends(RequireStepUp("wallet:export"))) -> Any:
+        calls.handled.append("export")  # before the pause: tests see the handler is running
         await pause()
-        calls.handled.append("export")
         return {"ok": True, "jti": elevation.token.jti}
 
     @app.post("/fresh", dependencies=[Depends(RequireStepUp("user:update", max_age=60))])

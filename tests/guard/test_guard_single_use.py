@@ -1,11 +1,13 @@
-"""Single-use tokens over HTTP: exactly one success, sequentially, with 50 concurrent requests,
-and from two servers sharing one database; consume-on-success (a failed handler leaves the token
-usable, a reserved token is refused to everyone else)."""
+"""Single-use tokens over HTTP with every replay store (memory, SQLite, PostgreSQL, Redis):
+exactly one success sequentially and with 50 concurrent requests; consume-on-success (a failed
+handler leaves the token usable, a reserved token is refused to everyone else). Across separate
+server processes: ``test_guard_processes.py``."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -15,9 +17,51 @@ from guardkit import NOW, Calls, Forge, as_alice, make_app, make_guard
 
 from _services import run_uvicorn_in_thread
 from stepguard.core.clock import FixedClock
-from stepguard.guard import Guard, MemoryReplayStore
+from stepguard.guard import MemoryReplayStore, RedisReplayStore, ReplayStore
 
 ClientFor = Callable[[FastAPI], httpx.AsyncClient]
+
+STORES = [
+    pytest.param("memory", id="memory"),
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
+]
+
+
+@pytest.fixture(params=STORES)
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Where the replay store lives: ``memory``, an SQLite file, a fresh PostgreSQL database or
+    the test session's redis-server (flushed)."""
+    kind: str = request.param
+    if kind == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'app.db'}"
+    if kind == "postgresql":
+        url: str = request.getfixturevalue("postgres_server").create_database()
+        return url
+    if kind == "redis":
+        redis: str = request.getfixturevalue("redis_url")
+        return redis
+    return kind
+
+
+def open_store(url: str) -> ReplayStore | str:
+    """The guard's ``replay_store`` argument for ``url`` (a SQL URL is passed as it is)."""
+    if url == "memory":
+        return MemoryReplayStore()
+    if url.startswith("redis://"):
+        return RedisReplayStore(url)
+    return url
+
+
+@pytest.fixture
+async def store_app(
+    forge: Forge, clock: FixedClock, calls: Calls, store_url: str
+) -> AsyncIterator[FastAPI]:
+    """The test app guarded with the parametrized store (closed after the test)."""
+    guard = make_guard(forge, clock, open_store(store_url))
+    yield make_app(guard, calls, hold=0.2)
+    await guard.aclose()
 
 
 def single_use(forge: Forge, **claims: Any) -> str:
@@ -28,9 +72,10 @@ def codes(responses: list[httpx.Response]) -> list[str]:
     return [r.json()["code"] for r in responses if r.status_code == 401]
 
 
-async def test_sequential_replay(forge: Forge, clock: FixedClock, client_for: ClientFor) -> None:
-    calls = Calls()
-    client = client_for(make_app(make_guard(forge, clock), calls))
+async def test_sequential_replay(
+    forge: Forge, store_app: FastAPI, calls: Calls, client_for: ClientFor
+) -> None:
+    client = client_for(store_app)
     token = single_use(forge)
     assert (await client.post("/export", headers=as_alice(token))).status_code == 200
     for _ in range(3):
@@ -51,10 +96,9 @@ async def test_single_use_tokens_are_not_cached(
 
 
 async def test_failing_handler_leaves_the_token_usable(
-    forge: Forge, clock: FixedClock, client_for: ClientFor
+    forge: Forge, store_app: FastAPI, calls: Calls, client_for: ClientFor
 ) -> None:
-    calls = Calls()
-    client = client_for(make_app(make_guard(forge, clock), calls))
+    client = client_for(store_app)
     token = single_use(forge)
     assert (await client.post("/export-fails", headers=as_alice(token))).status_code == 500
     assert (await client.post("/export-refuses", headers=as_alice(token))).status_code == 409
@@ -66,29 +110,36 @@ async def test_failing_handler_leaves_the_token_usable(
 
 
 async def test_a_reserved_token_is_refused_while_the_handler_runs(
-    forge: Forge, clock: FixedClock, client_for: ClientFor
+    forge: Forge, store_app: FastAPI, calls: Calls, client_for: ClientFor
 ) -> None:
-    client = client_for(make_app(make_guard(forge, clock), hold=0.3))
+    client = client_for(store_app)
     token = single_use(forge)
     first = asyncio.create_task(client.post("/export", headers=as_alice(token)))
-    await asyncio.sleep(0.1)  # the first request now holds the reservation
+    for _ in range(200):  # until the first request holds the reservation (its handler runs)
+        await asyncio.sleep(0.01)
+        if calls.handled or first.done():
+            break
+    assert calls.handled == ["export"] and not first.done()
     second = await client.post("/export", headers=as_alice(token))
     assert second.status_code == 401
     assert second.json()["code"] == "elevated_token_used"
     assert "in use" in second.json()["detail"]
     assert (await first).status_code == 200
+    assert calls.handled == ["export"]
 
 
 async def test_refused_by_another_check_does_not_consume(
     forge: Forge, clock: FixedClock, client_for: ClientFor
 ) -> None:
-    """A token presented by the wrong user or at a max_age route it fails is not reserved."""
+    """A token refused by another check (wrong user, a route it does not grant) is not reserved."""
     client = client_for(make_app(make_guard(forge, clock)))
     token = single_use(forge)
     bob = await client.post(
         "/export", headers={"X-User": "usr_bob", "X-Elevated-Access-Token": token}
     )
     assert bob.json()["code"] == "subject_mismatch"
+    elsewhere = await client.post("/profile", headers=as_alice(token))
+    assert elsewhere.json()["code"] == "scope_not_granted"
     assert (await client.post("/export", headers=as_alice(token))).status_code == 200
 
 
@@ -127,10 +178,10 @@ async def _burst(urls: list[str], token: str, n: int = 50) -> list[httpx.Respons
 
 @pytest.mark.parametrize("hold", [0.0, 0.05], ids=["instant", "slow-handler"])
 async def test_fifty_concurrent_requests_one_success(
-    forge: Forge, database_url: str, hold: float
+    forge: Forge, store_url: str, hold: float
 ) -> None:
-    """50 concurrent presentations of one token to a real uvicorn, replay store in the app's DB."""
-    guard = make_guard(forge, FixedClock(NOW), database_url)
+    """50 concurrent presentations of one token to a real uvicorn, with each replay store."""
+    guard = make_guard(forge, FixedClock(NOW), open_store(store_url))
     calls = Calls()
     token = single_use(forge)
     with run_uvicorn_in_thread(make_app(guard, calls, hold=hold)) as server:
@@ -141,45 +192,3 @@ async def test_fifty_concurrent_requests_one_success(
         assert calls.handled == ["export"]
         later = await _burst([server.url], token, n=3)
         assert codes(later) == ["elevated_token_used"] * 3
-
-
-async def test_two_servers_sharing_one_database(forge: Forge, database_url: str) -> None:
-    """Two server "processes" (two uvicorns, each with its own guard, store and connections)
-    share one database: across both, one token is accepted exactly once."""
-    guards: list[Guard] = [make_guard(forge, FixedClock(NOW), database_url) for _ in range(2)]
-    calls = [Calls(), Calls()]
-    tokens = [single_use(forge) for _ in range(3)]
-    with (
-        run_uvicorn_in_thread(make_app(guards[0], calls[0], hold=0.02)) as a,
-        run_uvicorn_in_thread(make_app(guards[1], calls[1], hold=0.02)) as b,
-    ):
-        for token in tokens:
-            responses = await _burst([a.url, b.url], token)
-            assert [r.status_code for r in responses].count(200) == 1
-            assert codes(responses) == ["elevated_token_used"] * 49
-        # Sequential replay to the other server after a success on one.
-        fresh = single_use(forge)
-        async with httpx.AsyncClient() as client:
-            assert (
-                await client.post(a.url + "/export", headers=as_alice(fresh))
-            ).status_code == 200
-            replay = await client.post(b.url + "/export", headers=as_alice(fresh))
-            assert replay.json()["code"] == "elevated_token_used"
-    assert len(calls[0].handled) + len(calls[1].handled) == len(tokens) + 1
-
-
-@pytest.mark.redis
-async def test_fifty_concurrent_requests_with_redis(forge: Forge, redis_url: str) -> None:
-    from stepguard.guard import RedisReplayStore
-
-    def guard() -> Guard:
-        return make_guard(forge, FixedClock(NOW), RedisReplayStore(redis_url))
-
-    token = single_use(forge)
-    with (
-        run_uvicorn_in_thread(make_app(guard(), hold=0.02)) as a,
-        run_uvicorn_in_thread(make_app(guard(), hold=0.02)) as b,
-    ):
-        responses = await _burst([a.url, b.url], token)
-    assert [r.status_code for r in responses].count(200) == 1
-    assert codes(responses) == ["elevated_token_used"] * 49

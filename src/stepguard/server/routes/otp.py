@@ -296,7 +296,7 @@ async def _quietly(send: Awaitable[None]) -> None:
         pass  # already logged (masked) by the channel; the caller answered long ago
 
 
-async def _reserve_attempt(service: StepGuardService, row: Challenge) -> int:
+async def _reserve_attempt(service: StepGuardService, row: Challenge, *, now: float) -> int:
     """Commit one attempt on the code before comparing it; returns the failures before it."""
     async with service.db.transaction() as s:
         result = await s.execute(
@@ -304,6 +304,7 @@ async def _reserve_attempt(service: StepGuardService, row: Challenge) -> int:
             .where(
                 Challenge.id == row.id,
                 Challenge.used_at.is_(None),
+                Challenge.expires_at > now,
                 Challenge.attempts < Challenge.max_attempts,
             )
             .values(attempts=Challenge.attempts + 1)
@@ -311,12 +312,20 @@ async def _reserve_attempt(service: StepGuardService, row: Challenge) -> int:
         )
         after = result.scalar_one_or_none()
         if after is None:
-            # Spent (perhaps a moment ago by a concurrent request) or out of attempts: say
-            # which, from the row as it is now, without comparing anything.
-            used_at = await s.scalar(select(Challenge.used_at).where(Challenge.id == row.id))
-            if used_at is not None:
+            # Spent (perhaps a moment ago by a concurrent request), expired or voided by a newer
+            # code, or out of attempts: say which, from the row as it is now, comparing nothing.
+            now_row = (
+                await s.execute(
+                    select(Challenge.used_at, Challenge.attempts, Challenge.max_attempts).where(
+                        Challenge.id == row.id
+                    )
+                )
+            ).one()
+            if now_row.used_at is not None:
                 raise CodeUsed()
-            raise CodeExpired("Too many wrong codes: request a new code.")
+            if now_row.attempts >= now_row.max_attempts:
+                raise CodeExpired("Too many wrong codes: request a new code.")
+            raise CodeExpired()
     return int(after) - 1
 
 
@@ -340,7 +349,7 @@ async def spend_code(
     if method is None:
         raise ChallengeNotFound()
     now = service.clock.now()
-    prior = await _reserve_attempt(service, row)
+    prior = await _reserve_attempt(service, row, now=now)
     stored = OtpChallengeState.from_dict(row.state)
     # The row's columns are authoritative (voided codes expire early; attempts count up).
     state = replace(

@@ -1,5 +1,8 @@
 """The attack suite: every forged, stale, misdirected or malformed token is refused with its own
-code, the handler never runs, and the answer is a 401 RFC 9470 challenge with a problem body."""
+code, the handler never runs, and the answer is a 401 RFC 9470 challenge with a problem body.
+
+Every request goes over real HTTP: one uvicorn server (in a thread) per module serves whichever
+test app the test under way built, through the FastAPI ``RequireStepUp`` dependency."""
 
 from __future__ import annotations
 
@@ -7,7 +10,8 @@ import base64
 import hashlib
 import hmac
 import json
-from collections.abc import Callable
+import re
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -29,6 +33,8 @@ from guardkit import (
     make_guard,
 )
 
+from _services import RunningServer, run_uvicorn_in_thread
+from stepguard.core.challenge import parse_challenge
 from stepguard.core.keys import JwsAlgorithm, generate_key
 from stepguard.core.tokens import TokenKeySet
 from stepguard.guard import LocalKeys
@@ -36,23 +42,75 @@ from stepguard.guard import LocalKeys
 ClientFor = Callable[[FastAPI], httpx.AsyncClient]
 
 
+class Dispatch:
+    """The module server's ASGI app: forwards each request to the current test's app."""
+
+    def __init__(self) -> None:
+        self.target: FastAPI | None = None
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        assert self.target is not None, "no test app is being served"
+        await self.target(scope, receive, send)
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[tuple[Dispatch, RunningServer]]:
+    dispatch = Dispatch()
+    with run_uvicorn_in_thread(dispatch, lifespan="off") as server:
+        yield dispatch, server
+
+
+@pytest.fixture
+async def client_for(
+    http_server: tuple[Dispatch, RunningServer],
+) -> AsyncIterator[ClientFor]:
+    """Serve the test's app on the module's uvicorn and talk to it over HTTP."""
+    dispatch, server = http_server
+    clients: list[httpx.AsyncClient] = []
+
+    def make(app: FastAPI) -> httpx.AsyncClient:
+        dispatch.target = app
+        client = httpx.AsyncClient(base_url=server.url, timeout=10)
+        clients.append(client)
+        return client
+
+    yield make
+    dispatch.target = None
+    for c in clients:
+        await c.aclose()
+
+
+# DESIGN.md wire conventions, exactly: RFC 6750 §3 quoted-string parameters in this order.
+_CHALLENGE = re.compile(
+    r'Bearer error="insufficient_user_authentication", '
+    r'error_description="(?P<description>[\x20\x21\x23-\x5B\x5D-\x7E]+)", '
+    r'scope="(?P<scope>[^"\\]+)"(?:, max_age=(?P<max_age>\d+))?'
+)
+
+
 def assert_challenge(
     response: httpx.Response, code: str, *, scope: str = "user:update", max_age: int | None = None
 ) -> dict[str, Any]:
+    """A 401 RFC 9470 challenge with ``code`` for ``scope`` (and ``max_age``), and nothing else."""
     assert response.status_code == 401, response.text
     assert response.headers["content-type"] == "application/problem+json"
+    assert response.headers["cache-control"] == "no-store"
     body = response.json()
     assert body["code"] == code, body
+    assert body["type"] == f"urn:stepguard:error:{code}"
     assert body["status"] == 401
     assert body["scope"] == scope
     challenge = response.headers["www-authenticate"]
-    assert challenge.startswith('Bearer error="insufficient_user_authentication"')
-    assert 'error_description="' in challenge
-    assert f'scope="{scope}"' in challenge
+    match = _CHALLENGE.fullmatch(challenge)
+    assert match, challenge
+    assert match["scope"] == scope
+    assert match["description"] == body["detail"][:200]
+    params = parse_challenge(challenge)  # what the client SDK reads
+    assert params is not None and params["scope"] == scope
     if max_age is None:
-        assert "max_age" not in challenge
+        assert match["max_age"] is None and "max_age" not in body
     else:
-        assert f"max_age={max_age}" in challenge
+        assert match["max_age"] == str(max_age)
         assert body["max_age"] == max_age
     return body
 
@@ -179,6 +237,34 @@ async def test_tampered_header(
     assert_challenge(await post(client_for(app), tampered), "elevated_token_invalid")
 
 
+@pytest.mark.parametrize(
+    "segment",
+    [
+        # The same header, serialised differently: every header check passes, so only the
+        # signature (which covers the header bytes, RFC 7515 §5.2) can refuse it.
+        lambda f: b64(json.dumps(f.header(), indent=1).encode()),
+        lambda f: b64json(dict(reversed(list(f.header().items())))),
+        lambda f: b64json(f.header(typ="application/elevated+jwt")),
+        lambda f: b64json(f.header(typ="ELEVATED+JWT")),
+    ],
+    ids=["whitespace", "reordered", "typ-long-form", "typ-upper-case"],
+)
+async def test_tampered_header_caught_by_the_signature(
+    app: FastAPI, forge: Forge, client_for: ClientFor, calls: Calls, segment: Any
+) -> None:
+    token = forge.token()
+    tampered = _swap(token, 0, segment(forge))
+    assert tampered != token
+    body = assert_challenge(await post(client_for(app), tampered), "elevated_token_invalid")
+    assert body["detail"] == "bad signature"
+    # The same header when it is what was signed: accepted (so the refusal above is the signature).
+    resigned = forge.sign(
+        json.loads(base64.urlsafe_b64decode(segment(forge) + "==")), forge.claims()
+    )
+    assert (await post(client_for(app), resigned)).status_code == 200
+    assert calls.handled == ["profile"]
+
+
 async def test_embedded_jwk_header_is_not_trusted(
     app: FastAPI, forge: Forge, client_for: ClientFor
 ) -> None:
@@ -262,6 +348,12 @@ async def test_not_yet_valid_and_issued_in_the_future(
     assert (await post(client, forge.token(nbf=NOW + 30))).status_code == 200
     future = forge.token(iat=NOW + 120, exp=NOW + 400, auth_time=NOW + 120)
     assert_challenge(await post(client, future), "elevated_token_invalid")
+    # At most 60 s of clock skew, on both sides of the boundary.
+    assert (await post(client, forge.token(iat=NOW + 60, auth_time=NOW))).status_code == 200
+    skewed = forge.token(iat=NOW + 61, auth_time=NOW)
+    assert_challenge(await post(client, skewed), "elevated_token_invalid")
+    assert (await post(client, forge.token(nbf=NOW + 60))).status_code == 200
+    assert_challenge(await post(client, forge.token(nbf=NOW + 61)), "elevated_token_invalid")
 
 
 @pytest.mark.parametrize(
@@ -392,20 +484,15 @@ async def test_a_raw_signature_forged_with_a_fresh_key_and_unknown_kid(
     assert_challenge(await post(client_for(app), token), "elevated_token_invalid")
 
 
-async def test_oversized_headers_through_a_real_server(forge: Forge, clock: Any) -> None:
-    """Over real HTTP: a token just over the guard's 8 KiB limit gets the guard's 401; a header far
-    beyond what the HTTP server reads is refused before the app (never a 500, never the handler)."""
-
-    from _services import run_uvicorn_in_thread
-
-    calls = Calls()
-    with run_uvicorn_in_thread(make_app(make_guard(forge, clock), calls)) as server:
-        async with httpx.AsyncClient(base_url=server.url) as client:
-            over = await client.post("/profile", headers=as_alice("a" * 9000))
-            assert_challenge(over, "elevated_token_invalid")
-            huge = await client.post("/profile", headers=as_alice("a" * 200_000))
-            assert 400 <= huge.status_code < 500
-            assert (
-                await client.post("/profile", headers=as_alice(forge.token()))
-            ).status_code == 200
+async def test_header_far_beyond_what_the_http_server_reads(
+    app: FastAPI, forge: Forge, client_for: ClientFor, calls: Calls
+) -> None:
+    """A token just over the guard's 8 KiB limit gets the guard's 401; a header far beyond what
+    the HTTP server reads is refused before the app (never a 500, never the handler)."""
+    client = client_for(app)
+    assert_challenge(await post(client, "a" * 9000), "elevated_token_invalid")
+    huge = await post(client, "a" * 200_000)
+    assert 400 <= huge.status_code < 500
+    assert calls.handled == []
+    assert (await post(client_for(app), forge.token())).status_code == 200
     assert calls.handled == ["profile"]

@@ -176,6 +176,11 @@ def make_app(guard: Guard, calls: Calls | None = None, *, hold: float = 0.0) -> 
         calls.handled.append("fresh")
         return {"ok": True}
 
+    @app.post("/sign-batch", dependencies=[Depends(RequireStepUp("wallet:sign user:update"))])
+    async def sign_batch() -> Any:
+        calls.handled.append("sign-batch")
+        return {"ok": True}
+
     @app.post("/export-fails", dependencies=[Depends(RequireStepUp("wallet:export"))])
     async def export_fails() -> Any:
         calls.handled.append("export-fails")

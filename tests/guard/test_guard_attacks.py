@@ -406,6 +406,20 @@ async def test_token_for_another_scope(
     assert calls.handled == []
 
 
+async def test_route_needing_several_scopes(
+    app: FastAPI, forge: Forge, client_for: ClientFor, calls: Calls
+) -> None:
+    """A token granting only part of a route's scopes is refused, and the challenge names all of
+    them (the client steps up once for what it is told, then retries once)."""
+    client = client_for(app)
+    partial = forge.token(scope="user:update")
+    response = await post(client, partial, "/sign-batch")
+    assert_challenge(response, "scope_not_granted", scope="wallet:sign user:update")
+    assert calls.handled == []
+    both = forge.token(scope="user:update wallet:sign")
+    assert (await post(client, both, "/sign-batch")).status_code == 200
+
+
 async def test_max_age_against_auth_time(app: FastAPI, forge: Forge, client_for: ClientFor) -> None:
     client = client_for(app)
     stale = forge.token(auth_time=NOW - 61)

@@ -60,6 +60,7 @@ __all__ = [
     "TokenSigner",
     "UnknownKeyId",
     "VerifiedElevatedToken",
+    "check_grant",
     "new_jti",
     "unverified_claims",
     "verify_elevated_token",
@@ -384,7 +385,8 @@ def verify_elevated_token(
     Checks, in order: presence and size; compact form; header (``typ`` = ``elevated+jwt``, only
     ``alg``/``typ``/``kid``, so no ``crit``/``jku``/``jwk``/``x5u``); ``kid`` known and ``alg`` equal to
     the key's pinned algorithm; signature; ``iss``; ``aud``; ``exp``/``nbf``/``iat`` within ``leeway``
-    (at most 60 s); ``sub``/``sid``; scope coverage; ``auth_time`` against ``max_age`` (RFC 9470).
+    (at most 60 s); then :func:`check_grant`: ``sub``/``sid``, scope coverage, ``auth_time``
+    against ``max_age`` (RFC 9470).
     """
     if not token:
         raise ElevatedTokenRequired()
@@ -468,19 +470,6 @@ def verify_elevated_token(
     if txn is not None and not isinstance(txn, str):
         raise ElevatedTokenInvalid("malformed txn claim")
 
-    if expected_subject is not None and sub != expected_subject:
-        raise SubjectMismatch()
-    if expected_session is not None and sid != expected_session:
-        raise SubjectMismatch("the elevated access token belongs to another session")
-    granted = scope.split()
-    if expected_scope is not None:
-        wanted = [expected_scope] if isinstance(expected_scope, str) else list(expected_scope)
-        missing = [s for s in wanted if s not in granted]
-        if missing:
-            raise ScopeNotGranted(scope=" ".join(missing))
-    if max_age is not None and now - auth_time > max_age:
-        raise AuthTooOld(max_age=max_age)
-
     claims = ElevatedClaims(
         iss=expected_issuer,
         aud=expected_audience,
@@ -490,9 +479,48 @@ def verify_elevated_token(
         iat=iat,
         exp=exp,
         auth_time=auth_time,
-        scopes=tuple(granted),
+        scopes=tuple(scope.split()),
         amr=tuple(amr),
         single_use=single_use,
         txn=txn,
     )
+    check_grant(
+        claims,
+        now=now,
+        expected_scope=expected_scope,
+        expected_subject=expected_subject,
+        expected_session=expected_session,
+        max_age=max_age,
+        leeway=leeway,
+    )
     return VerifiedElevatedToken(claims=claims, kid=kid, raw=payload)
+
+
+def check_grant(
+    claims: ElevatedClaims,
+    *,
+    now: float,
+    expected_scope: str | Iterable[str] | None = None,
+    expected_subject: str | None = None,
+    expected_session: str | None = None,
+    max_age: int | None = None,
+    leeway: int = DEFAULT_LEEWAY,
+) -> None:
+    """The checks of verified ``claims`` that depend on the request or the time, not on the
+    token's bytes, so a verified token kept in a cache (the guard's) is re-checked on every use
+    exactly as :func:`verify_elevated_token` checks it: ``exp`` within ``leeway`` (RFC 7519
+    §4.1.4), ``sub`` and ``sid`` (a token is bound to the user and session it was minted for),
+    every expected scope granted, ``now - auth_time <= max_age`` (RFC 9470 §3)."""
+    if now > claims.exp + min(max(0, leeway), MAX_LEEWAY):
+        raise ElevatedTokenExpired()
+    if expected_subject is not None and claims.sub != expected_subject:
+        raise SubjectMismatch()
+    if expected_session is not None and claims.sid != expected_session:
+        raise SubjectMismatch("the elevated access token belongs to another session")
+    if expected_scope is not None:
+        wanted = [expected_scope] if isinstance(expected_scope, str) else list(expected_scope)
+        missing = [s for s in wanted if s not in claims.scopes]
+        if missing:
+            raise ScopeNotGranted(scope=" ".join(missing))
+    if max_age is not None and now - claims.auth_time > max_age:
+        raise AuthTooOld(max_age=max_age)

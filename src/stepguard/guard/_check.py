@@ -3,7 +3,9 @@
 No I/O and no clock of its own: the token was already verified (signature, ``typ``, ``iss``,
 ``aud``, ``nbf``/``iat``) by :func:`stepguard.core.tokens.verify_elevated_token`; what is checked
 here depends on the request (who is signed in, which scope the route needs) or on the time, so it
-runs on every request, also when the token comes from the verified-token cache.
+runs on every request, also when the token comes from the verified-token cache. The checks
+themselves are core's :func:`~stepguard.core.tokens.check_grant` (the same ones the server runs);
+the guard adds only what a route and the app's current user mean for them.
 """
 
 from __future__ import annotations
@@ -12,13 +14,8 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from stepguard.core.errors import (
-    AuthTooOld,
-    ElevatedTokenExpired,
-    ScopeNotGranted,
-    SubjectMismatch,
-)
-from stepguard.core.tokens import DEFAULT_LEEWAY, VerifiedElevatedToken
+from stepguard.core.errors import SubjectMismatch
+from stepguard.core.tokens import DEFAULT_LEEWAY, VerifiedElevatedToken, check_grant
 
 __all__ = ["Principal", "StepUpRequirement", "check_step_up"]
 
@@ -78,17 +75,15 @@ def check_step_up(
     closed), scope coverage (every required scope granted), then ``now - auth_time <= max_age``
     (NIST SP 800-63B §5.2: the relying party itself decides whether reauthentication is fresh).
     """
-    claims = token.claims
-    if now > claims.exp + leeway:
-        raise ElevatedTokenExpired()
     if principal is None:
+        check_grant(token.claims, now=now, leeway=leeway)  # an expired token says so first
         raise SubjectMismatch("there is no signed-in user to match the token's subject")
-    if claims.sub != principal.user_id:
-        raise SubjectMismatch()
-    if principal.session_id is not None and claims.sid != principal.session_id:
-        raise SubjectMismatch("the elevated access token belongs to another session")
-    granted = claims.scopes
-    if any(s not in granted for s in required.scopes):
-        raise ScopeNotGranted()
-    if required.max_age is not None and now - claims.auth_time > required.max_age:
-        raise AuthTooOld()
+    check_grant(
+        token.claims,
+        now=now,
+        expected_subject=principal.user_id,
+        expected_session=principal.session_id,
+        expected_scope=required.scopes,
+        max_age=required.max_age,
+        leeway=leeway,
+    )

@@ -211,10 +211,12 @@ class Guard:
                     )
                 )
         except ElevatedTokenError as exc:
-            # The framework's exception handler builds the challenge from these (RFC 9470).
-            exc.extra.setdefault("scope", requirement.scope)
+            # The framework's exception handler builds the challenge from these (RFC 9470): the
+            # route's whole requirement, not just what was missing (core puts the missing scopes
+            # there), because the client steps up once for what it names and retries once.
+            exc.extra["scope"] = requirement.scope
             if requirement.max_age is not None:
-                exc.extra.setdefault("max_age", requirement.max_age)
+                exc.extra["max_age"] = requirement.max_age
             raise
         return Elevation(verified, requirement, reservation, guard=self)
 

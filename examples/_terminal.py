@@ -1,15 +1,21 @@
-"""A minimal terminal prompter and client set-up shared by the examples.
+"""The prompter and client set-up shared by the examples.
 
-(The SDK's own terminal and browser prompters come with the UI; this one is ten lines of input().)
+On a terminal the examples use the SDK's own :class:`stepguard.client.prompters.TerminalPrompter`
+(method choice, codes with a resend countdown, wallet confirmation, Esc to cancel). When stdin is
+piped (the examples' tests type the code on stdin), plain ``input()`` lines answer instead.
 """
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Awaitable
+from typing import Any
 
 import httpx
 
 from stepguard import PromptKind, PromptNeeded
+from stepguard.client.prompters import TerminalPrompter as RichTerminalPrompter
 
 LABELS = {
     PromptKind.OTP_CODE: "Code we sent to {destination}",
@@ -19,8 +25,8 @@ LABELS = {
 }
 
 
-class TerminalPrompter:
-    """Asks on the terminal; an empty answer cancels."""
+class LinePrompter:
+    """Asks with input() lines; an empty answer cancels."""
 
     def prompt(self, request: PromptNeeded) -> str | None:
         if request.error:
@@ -34,6 +40,21 @@ class TerminalPrompter:
             return request.options[int(answer) - 1].id
         label = LABELS[request.kind].format(destination=request.destination or "you")
         return input(f"{label}: ").strip() or None
+
+
+class TerminalPrompter:
+    """The SDK's terminal prompter on a terminal, :class:`LinePrompter` when stdin is piped."""
+
+    def __init__(self) -> None:
+        interactive = sys.stdin.isatty() and sys.stdout.isatty()
+        self._inner: Any = RichTerminalPrompter() if interactive else LinePrompter()
+
+    def prompt(self, request: PromptNeeded) -> str | None | Awaitable[str | None]:
+        answer: str | None | Awaitable[str | None] = self._inner.prompt(request)
+        return answer
+
+    def __getattr__(self, name: str) -> Any:  # the optional hooks (confirm_signature, ...)
+        return getattr(self._inner, name)
 
 
 def settings() -> tuple[str, str, str | None]:

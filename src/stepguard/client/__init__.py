@@ -48,7 +48,9 @@ from stepguard.client._errors import (
     VerificationError,
 )
 from stepguard.client._flows import SCOPE_EXTENSION
+from stepguard.client._handoff import BrowserHandoff
 from stepguard.client._models import (
+    RESEND_CODE,
     Credential,
     MfaDevice,
     OtpVerification,
@@ -69,6 +71,7 @@ __all__ = [
     "AsyncStepUpAuth",
     "AsyncWallets",
     "Authenticator",
+    "BrowserHandoff",
     "ChallengeNotFound",
     "Client",
     "ClientError",
@@ -91,6 +94,7 @@ __all__ = [
     "PromptNeeded",
     "Prompter",
     "PrompterMissing",
+    "RESEND_CODE",
     "RateLimited",
     "RecoveryCodes",
     "SCOPE_EXTENSION",

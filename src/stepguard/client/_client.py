@@ -6,8 +6,10 @@ driver (:mod:`._drivers`). The logic lives once, in the flows.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -16,6 +18,7 @@ import httpx
 from stepguard.client import _flows as flows
 from stepguard.client._adapters import Authenticator, Prompter, WalletSigner
 from stepguard.client._drivers import AsyncDriver, StepUpHttpAuth, SyncDriver
+from stepguard.client._errors import ClientError, StepUpCancelled
 from stepguard.client._models import (
     Credential,
     MfaDevice,
@@ -111,6 +114,43 @@ class _Base:
         self._core.set_session(session_token)
 
 
+@contextlib.contextmanager
+def _prompting(core: flows.ClientCore, driver: SyncDriver | AsyncDriver) -> Iterator[None]:
+    """Around a ``prompt_*`` call: with no prompter configured and a terminal on stdin and
+    stdout, the terminal prompter (and, without an authenticator, the browser hand-off for
+    passkeys) answers this call only. A prompter with ``report_error`` is told why a prompt
+    failed (a lockout's wait time, say) before the error propagates."""
+    installed: Prompter | None = None
+    handoff: Authenticator | None = None
+    if core.prompter is None and _interactive():
+        from stepguard.client._handoff import BrowserHandoff
+        from stepguard.client.prompters import TerminalPrompter
+
+        terminal = TerminalPrompter()
+        core.prompter = installed = terminal
+        if core.authenticator is None:
+            core.authenticator = handoff = BrowserHandoff.attach(core, driver, ui=terminal)
+    try:
+        yield
+    except ClientError as exc:
+        report = getattr(core.prompter, "report_error", None)
+        if callable(report) and not isinstance(exc, StepUpCancelled):
+            report(exc)
+        raise
+    finally:
+        if installed is not None and core.prompter is installed:
+            core.prompter = None
+        if handoff is not None and core.authenticator is handoff:
+            core.authenticator = None
+
+
+def _interactive() -> bool:
+    try:
+        return sys.stdin is not None and sys.stdin.isatty() and sys.stdout.isatty()
+    except (ValueError, AttributeError):  # closed or replaced streams
+        return False
+
+
 # ==================================================================================================
 # async
 
@@ -132,15 +172,18 @@ class AsyncStepUpAuth(_AsyncModule):
 
     async def prompt_step_up_auth(self, requested_scopes: Scopes) -> str:
         """Ask the prompter: MFA users step up with MFA, others re-authenticate."""
-        return await self._driver.run(flows.prompt_step_up_auth(self._core, requested_scopes))
+        with _prompting(self._core, self._driver):
+            return await self._driver.run(flows.prompt_step_up_auth(self._core, requested_scopes))
 
     async def prompt_mfa(self, requested_scopes: Scopes) -> str:
         """Ask the prompter for a passkey, TOTP or recovery-code step-up."""
-        return await self._driver.run(flows.prompt_mfa(self._core, requested_scopes))
+        with _prompting(self._core, self._driver):
+            return await self._driver.run(flows.prompt_mfa(self._core, requested_scopes))
 
     async def prompt_reauthenticate(self, requested_scopes: Scopes) -> str:
         """Ask the prompter for an email/SMS code or a wallet signature."""
-        return await self._driver.run(flows.prompt_reauthenticate(self._core, requested_scopes))
+        with _prompting(self._core, self._driver):
+            return await self._driver.run(flows.prompt_reauthenticate(self._core, requested_scopes))
 
     async def send_otp(self, credential_id: str | None = None) -> OtpVerification:
         """Send a one-time code (default: the first verified email, else phone)."""
@@ -312,7 +355,8 @@ class AsyncClient(_Base):
 
     async def sign_in_with_email(self, email: str) -> Session:
         """Send a sign-in code and ask the prompter for it."""
-        return await self._driver.run(flows.sign_in_with_email(self._core, email))
+        with _prompting(self._core, self._driver):
+            return await self._driver.run(flows.sign_in_with_email(self._core, email))
 
     async def list_credentials(self) -> list[Credential]:
         return await self._driver.run(flows.list_credentials(self._core))
@@ -358,15 +402,18 @@ class StepUpAuth(_SyncModule):
 
     def prompt_step_up_auth(self, requested_scopes: Scopes) -> str:
         """Ask the prompter: MFA users step up with MFA, others re-authenticate."""
-        return self._driver.run(flows.prompt_step_up_auth(self._core, requested_scopes))
+        with _prompting(self._core, self._driver):
+            return self._driver.run(flows.prompt_step_up_auth(self._core, requested_scopes))
 
     def prompt_mfa(self, requested_scopes: Scopes) -> str:
         """Ask the prompter for a passkey, TOTP or recovery-code step-up."""
-        return self._driver.run(flows.prompt_mfa(self._core, requested_scopes))
+        with _prompting(self._core, self._driver):
+            return self._driver.run(flows.prompt_mfa(self._core, requested_scopes))
 
     def prompt_reauthenticate(self, requested_scopes: Scopes) -> str:
         """Ask the prompter for an email/SMS code or a wallet signature."""
-        return self._driver.run(flows.prompt_reauthenticate(self._core, requested_scopes))
+        with _prompting(self._core, self._driver):
+            return self._driver.run(flows.prompt_reauthenticate(self._core, requested_scopes))
 
     def send_otp(self, credential_id: str | None = None) -> OtpVerification:
         """Send a one-time code (default: the first verified email, else phone)."""
@@ -528,7 +575,8 @@ class Client(_Base):
 
     def sign_in_with_email(self, email: str) -> Session:
         """Send a sign-in code and ask the prompter for it."""
-        return self._driver.run(flows.sign_in_with_email(self._core, email))
+        with _prompting(self._core, self._driver):
+            return self._driver.run(flows.sign_in_with_email(self._core, email))
 
     def list_credentials(self) -> list[Credential]:
         return self._driver.run(flows.list_credentials(self._core))

@@ -29,12 +29,14 @@ from stepguard.client._errors import (
     NoMethodsAvailable,
     OtpNotInitiated,
     PrompterMissing,
+    RateLimited,
     StepUpCancelled,
     VerificationError,
     challenge_of,
     error_from_response,
 )
 from stepguard.client._models import (
+    RESEND_CODE,
     Call,
     Credential,
     Exclusive,
@@ -336,7 +338,14 @@ def verify_passkey_mfa(core: ClientCore, requested_scopes: Iterable[str] | str) 
     return (yield from _verify(core, "/passkeys/authenticate", body))
 
 
-def _sign(signer: WalletSigner, chain: str, message: str) -> Flow[str]:
+def _sign(core: ClientCore, signer: WalletSigner, chain: str, message: str) -> Flow[str]:
+    # A prompter may show the exact message first (``confirm_signature(chain, address, message)``
+    # answering False refuses); prompters without the hook sign as before.
+    confirm = getattr(core.prompter, "confirm_signature", None)
+    if callable(confirm):
+        accepted = yield Call(confirm, (chain, signer.address, message))
+        if not accepted:
+            raise StepUpCancelled("Signature request declined")
     signature = yield Call(signer.sign_message, (message.encode(),))
     return encode_signature(chain, signature)
 
@@ -354,7 +363,7 @@ def verify_wallet(
             f"no signer for wallet {address}: add it with client.wallets.add_signer()"
         )
     signature = yield from _sign(
-        signer, str(challenge.get("chain", signer.chain)), challenge["message"]
+        core, signer, str(challenge.get("chain", signer.chain)), challenge["message"]
     )
     verify = {"challenge_id": challenge["challenge_id"], "signature": signature}
     return (yield from _verify(core, "/wallets/verify", {**verify, "requested_scopes": scopes}))
@@ -396,6 +405,12 @@ def _require_prompter(core: ClientCore) -> None:
         raise PrompterMissing()
 
 
+def _delegated(core: ClientCore, kind: str, scopes: list[str]) -> Flow[str] | None:
+    """A prompter that runs the whole step-up itself (``step_up_flow``: the browser hand-off)."""
+    run = getattr(core.prompter, "step_up_flow", None)
+    return run(core, kind, scopes) if callable(run) else None
+
+
 def _choose(
     scopes: list[str], options: list[Credential], default: str | None, closed: str
 ) -> Flow[Credential]:
@@ -424,22 +439,38 @@ def _code_loop(
     scopes: list[str],
     verify: Callable[[str], Flow[str]],
     closed: str,
-    destination: str | None = None,
+    sent: OtpVerification | None = None,
+    resend: Callable[[], Flow[OtpVerification]] | None = None,
 ) -> Flow[str]:
-    """Ask for a code and verify it; a wrong code asks again (at most :data:`CODE_ATTEMPTS`)."""
+    """Ask for a code and verify it; a wrong code asks again (at most :data:`CODE_ATTEMPTS`).
+
+    With ``resend``, the answer :data:`RESEND_CODE` sends a new code and asks again (not an
+    attempt; the server's send throttle decides how often)."""
     error: str | None = None
     remaining: int | None = None
     last: InvalidCode | None = None
-    for _ in range(CODE_ATTEMPTS):
+    attempt = 0
+    while attempt < CODE_ATTEMPTS:
         answer = yield PromptNeeded(
             kind,
             tuple(scopes),
-            destination=destination,
+            destination=sent.destination if sent else None,
             error=error,
             attempts_remaining=remaining,
+            expires_at=sent.expires_at if sent else None,
+            resend_after=sent.resend_after if sent and resend else None,
         )
         if answer is None:
             raise StepUpCancelled(closed)
+        if answer == RESEND_CODE:
+            if resend is None:
+                raise StepUpCancelled(closed)
+            try:
+                sent, error, remaining = (yield from resend()), None, None
+            except RateLimited as exc:  # the send throttle: the code already sent still works
+                error = exc.detail
+            continue
+        attempt += 1
         try:
             return (yield from verify(answer.strip()))
         except InvalidCode as exc:
@@ -461,7 +492,8 @@ def _step_up_with(
                 scopes,
                 lambda code: verify_otp(core, code, scopes),
                 closed,
-                destination=sent.destination,
+                sent=sent,
+                resend=lambda: send_otp(core, option.id),
             )
         )
     if option.format == "blockchain":
@@ -493,6 +525,9 @@ def prompt_mfa(core: ClientCore, requested_scopes: Iterable[str] | str) -> Flow[
     """Step up with an MFA method (passkey, TOTP or recovery code), asking the prompter."""
     scopes = _scopes(requested_scopes)
     _require_prompter(core)
+    delegated = _delegated(core, "mfa", scopes)
+    if delegated is not None:
+        return (yield from delegated)
     options, default = yield from _options(core, scopes)
     return (yield from _prompt_mfa(core, scopes, [c for c in options if c.is_mfa], default))
 
@@ -510,6 +545,9 @@ def prompt_reauthenticate(core: ClientCore, requested_scopes: Iterable[str] | st
     """Step up by re-authenticating (email or SMS code, wallet signature)."""
     scopes = _scopes(requested_scopes)
     _require_prompter(core)
+    delegated = _delegated(core, "reauthenticate", scopes)
+    if delegated is not None:
+        return (yield from delegated)
     options, default = yield from _options(core, scopes)
     return (yield from _prompt_reauth(core, scopes, [c for c in options if not c.is_mfa], default))
 
@@ -529,6 +567,9 @@ def prompt_step_up_auth(core: ClientCore, requested_scopes: Iterable[str] | str)
     """MFA users step up with MFA, everyone else re-authenticates (reference §1.2)."""
     scopes = _scopes(requested_scopes)
     _require_prompter(core)
+    delegated = _delegated(core, "step_up", scopes)
+    if delegated is not None:
+        return (yield from delegated)
     options, default = yield from _options(core, scopes)
     mfa = [c for c in options if c.is_mfa]
     if mfa:
@@ -605,7 +646,12 @@ def sign_in_with_email(core: ClientCore, email: str) -> Flow[Session]:
         return session.session_id
 
     yield from _code_loop(
-        PromptKind.SIGN_IN_CODE, [], verify, "Sign-in closed", destination=sent.destination
+        PromptKind.SIGN_IN_CODE,
+        [],
+        verify,
+        "Sign-in closed",
+        sent=sent,
+        resend=lambda: send_sign_in_code(core, email),
     )
     assert session is not None
     return session
@@ -689,7 +735,7 @@ def link_wallet(core: ClientCore, signer: Any) -> Flow[Credential]:
         json={"chain": adapted.chain, "address": adapted.address},
         scope=LINK,
     )
-    signature = yield from _sign(adapted, adapted.chain, challenge["message"])
+    signature = yield from _sign(core, adapted, adapted.chain, challenge["message"])
     data = yield from call(
         core,
         "POST",

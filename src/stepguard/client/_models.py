@@ -31,6 +31,7 @@ __all__ = [
     "OtpVerification",
     "PromptKind",
     "PromptNeeded",
+    "RESEND_CODE",
     "RecoveryCodes",
     "Session",
     "StepUpCheck",
@@ -196,6 +197,14 @@ class PromptNeeded:
     #: The previous attempt's error on a retry (e.g. "The code is wrong.").
     error: str | None = None
     attempts_remaining: int | None = None
+    #: One-time codes: Unix times when the code expires and when a new one may be sent. A prompt
+    #: with ``resend_after`` accepts :data:`RESEND_CODE` as its answer (send a new code, ask again).
+    expires_at: float | None = None
+    resend_after: float | None = None
+
+
+#: The answer that asks for a new one-time code instead of entering one (never a valid code).
+RESEND_CODE = "\x00resend"
 
 
 @dataclass(frozen=True, slots=True)

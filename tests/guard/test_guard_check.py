@@ -171,3 +171,63 @@ def test_public_surface_is_sorted_and_importable() -> None:
     for name in guard_api.__all__:
         assert getattr(guard_api, name) is not None
     assert {"RequireStepUp", "Guard", "check_step_up", "StepGuardSession"} <= set(guard_api.__all__)
+
+
+async def test_a_repeated_multi_use_token_is_verified_once(
+    forge: Forge, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The cache spares the signature check, not the per-request checks; single-use tokens are
+    verified on every presentation (they are never cached)."""
+    from stepguard.guard import _guard
+
+    calls: list[str] = []
+    real = _guard.verify_elevated_token
+
+    def counting(token: str | None, **kw: object):  # type: ignore[no-untyped-def]
+        calls.append(token or "")
+        return real(token, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_guard, "verify_elevated_token", counting)
+    guard = make_guard(forge, FixedClock(NOW))
+    req = StepUpRequirement.of("user:update")
+    token = forge.token()
+    for _ in range(5):
+        await guard.authorize(token, req, principal=ALICE_P)
+    assert calls == [token]
+    other = forge.token()
+    await guard.authorize(other, req, principal=ALICE_P)
+    assert calls == [token, other]
+    once = forge.token(single_use=True)
+    elevation = await guard.authorize(once, req, principal=ALICE_P)
+    await guard.settle(elevation, success=False)
+    await guard.authorize(once, req, principal=ALICE_P)
+    assert calls == [token, other, once, once]
+
+
+async def test_the_fastapi_dependency_runs_on_the_event_loop(forge: Forge) -> None:
+    """``RequireStepUp`` is an ``async def`` dependency: FastAPI runs a plain ``def`` one in its
+    threadpool (a thread hop per request, about a third of the throughput)."""
+    import inspect
+    import threading
+
+    import httpx
+    from guardkit import as_alice, make_app
+
+    from stepguard.guard import RequireStepUp
+
+    assert inspect.iscoroutinefunction(RequireStepUp("user:update").__call__)
+    guard = make_guard(forge, FixedClock(NOW))
+    seen: list[int] = []
+    read_user = guard.current_user
+    assert read_user is not None
+
+    def current_user(request: object) -> object:
+        seen.append(threading.get_ident())
+        return read_user(request)
+
+    guard.current_user = current_user
+    transport = httpx.ASGITransport(app=make_app(guard))
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        response = await client.post("/profile", headers=as_alice(forge.token()))
+    assert response.status_code == 200
+    assert seen == [threading.get_ident()]  # the test's own event-loop thread

@@ -134,3 +134,101 @@ def test_asgi_entry_point_mounts_the_demo(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("STEPGUARD_DEMO", "1")
     app = app_from_env()
     assert any(getattr(r, "path", "") == "/demo" for r in app.routes)
+
+
+@pytest.mark.timeout(90)
+def test_stepguard_serve_demo_as_a_process(tmp_path: Path) -> None:
+    """``stepguard serve --demo`` (a real process) mounts the demo: a session made through the
+    admin API, an email code from the dev outbox, a single-use ``wallet:export`` token that the
+    demo's guard accepts once and then refuses with the RFC 9470 challenge."""
+    import os
+    import shutil
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from _services import free_port
+
+    port, admin_key = free_port(), "demo-admin-key-" + "k" * 32
+    script = shutil.which("stepguard", path=os.path.dirname(sys.executable))
+    command = [script] if script else [sys.executable, "-m", "stepguard.cli"]
+    env = {
+        **os.environ,
+        "STEPGUARD_DATABASE_URL": f"sqlite:///{tmp_path / 'demo.db'}",
+        "STEPGUARD_DATA_DIR": str(tmp_path / "data"),
+        "STEPGUARD_ADMIN_KEY": admin_key,
+        "STEPGUARD_PUBLIC_URL": "",
+    }
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [*command, "serve", "--host", "127.0.0.1", "--port", str(port), "--demo"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+            start_new_session=True,
+        )
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=5.0) as http:
+            deadline = time.monotonic() + 45
+            while True:
+                assert proc.poll() is None, log.read_text(errors="replace")
+                try:
+                    config = http.get("/demo/api/config")
+                    break
+                except httpx.TransportError:
+                    assert time.monotonic() < deadline, log.read_text(errors="replace")
+                    time.sleep(0.1)
+            assert config.status_code == 200
+            env_id = config.json()["environment_id"]
+            admin = {"X-StepGuard-Admin-Key": admin_key}
+            user = http.post(
+                f"/admin/environments/{env_id}/users", headers=admin, json={"email": "a@x.test"}
+            ).json()
+            made = http.post(
+                f"/admin/environments/{env_id}/sessions",
+                headers=admin,
+                json={"user_id": user["id"]},
+            ).json()
+            session = {"Authorization": f"Bearer {made['session_token']}"}
+            assert http.get("/demo/api/me", headers=session).json()["user_id"] == user["id"]
+
+            challenge = http.post("/demo/api/wallet/export", headers=session)
+            assert challenge.status_code == 401
+            assert challenge.headers["www-authenticate"].startswith(
+                'Bearer error="insufficient_user_authentication"'
+            )
+            assert challenge.json()["code"] == "elevated_token_required"
+
+            sent = http.post(f"/sdk/{env_id}/otp/send", headers=session, json={}).json()
+            outbox = http.get(f"/sdk/{env_id}/dev/outbox").json()["messages"]
+            verified = http.post(
+                f"/sdk/{env_id}/otp/verify",
+                headers=session,
+                json={
+                    "verification_id": sent["verification_id"],
+                    "code": outbox[-1]["code"],
+                    "requested_scopes": ["wallet:export"],
+                },
+            )
+            assert verified.status_code == 200, verified.text
+            elevated = {
+                **session,
+                "X-Elevated-Access-Token": verified.json()["elevated_access_token"],
+            }
+            exported = http.post("/demo/api/wallet/export", headers=elevated)
+            assert exported.status_code == 200 and exported.json()["private_key"].startswith("0x")
+            replay = http.post("/demo/api/wallet/export", headers=elevated)
+            assert replay.status_code == 401 and replay.json()["code"] == "elevated_token_used"
+            assert 'scope="wallet:export"' in replay.headers["www-authenticate"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(5)

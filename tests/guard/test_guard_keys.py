@@ -199,3 +199,44 @@ async def test_local_keys_from_the_server_keyring(server: ServerKit) -> None:
 def test_jwks_url_must_be_http() -> None:
     with pytest.raises(ValueError):
         JwksKeys("file:///etc/passwd")
+
+
+@pytest.mark.parametrize("answer", ["down", "oversized", "not-jwks"])
+async def test_no_keys_fails_closed(answer: str) -> None:
+    """The JWKS cannot be loaded (server down, a document over 256 KiB, not a JWKS): every token
+    is refused as invalid (a 401, never a 500 or an accepted token), and loading is retried at
+    most once per ``min_interval``."""
+    forge = Forge()
+    jwk = forge.material.public_jwk()
+    fetches = 0
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        nonlocal fetches
+        fetches += 1
+        if answer == "down":
+            raise httpx.ConnectError("connection refused", request=request)
+        if answer == "oversized":
+            return httpx.Response(200, json={"keys": [jwk], "pad": "x" * 300_000})
+        return httpx.Response(200, json={"not": "a jwks"})
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    keys = JwksKeys("https://stepguard.test/.well-known/jwks.json", http=http, min_interval=10.0)
+    clock = FixedClock(START)
+    guard = Guard(
+        issuer="https://stepguard.test",
+        audience="env_test",
+        keys=keys,
+        replay_store=MemoryReplayStore(),
+        clock=clock,
+    )
+    token = forge.token()
+    for _ in range(5):
+        with pytest.raises(ElevatedTokenInvalid) as refused:
+            await guard.authorize(token, PROFILE, principal=Principal("usr_alice"))
+        assert refused.value.code == "elevated_token_invalid"
+    assert keys.keyset() is None and fetches == 1
+    clock.advance(11)
+    with pytest.raises(ElevatedTokenInvalid):
+        await guard.authorize(token, PROFILE, principal=Principal("usr_alice"))
+    assert fetches == 2
+    await http.aclose()

@@ -36,6 +36,8 @@ __all__ = ["BrowserHandoff", "HandoffUI", "PrintHandoffUI", "handoff_flow"]
 
 #: Seconds the server holds each long poll (it allows up to 30).
 POLL_WAIT = 25.0
+#: Seconds of each poll while the link is not opened yet.
+PENDING_WAIT = 2.0
 DEFAULT_TIMEOUT = 300.0
 MIN_TTL, MAX_TTL = 30, 600
 _OPEN = ("pending", "claimed")
@@ -129,7 +131,10 @@ def handoff_flow(
     try:
         shown = "pending"
         while True:
-            answer = flows._ok((yield _poll_request(core, handoff_id, poll_wait)))
+            # Short polls until the page opens (so the UI can say "finish in the browser"; a
+            # long poll only ends on completion), then long polls.
+            wait = poll_wait if shown == "claimed" else min(poll_wait, PENDING_WAIT)
+            answer = flows._ok((yield _poll_request(core, handoff_id, wait)))
             status = str(answer.get("status"))
             if status == "completed":
                 outcome = "completed"
@@ -301,18 +306,14 @@ class BrowserHandoff:
         self, core: flows.ClientCore, kind: str, requested_scopes: Iterable[str]
     ) -> Flow[str]:
         """The SDK's hook for a prompter that runs the whole step-up itself: the hand-off of
-        ``kind`` (``step_up``, ``mfa`` or ``reauthenticate``); the elevated token is stored."""
+        ``kind`` (``step_up``, ``mfa`` or ``reauthenticate``); the elevated token is stored.
+
+        The hand-off runs as one call (like a passkey ceremony), so that Ctrl-C or a cancelled
+        task cancels it on the server."""
         if kind not in _KINDS:
             raise ValueError(f"unknown step-up hand-off kind {kind!r}")
-        result = yield from handoff_flow(
-            core,
-            kind,
-            requested_scopes=requested_scopes,
-            ttl_seconds=self.timeout,
-            opener=self._opener,
-            ui=self.ui,
-            poll_wait=self.poll_wait,
-        )
+        make = self._flow(kind, requested_scopes=list(requested_scopes))
+        result = yield Call(self._run, (make,))
         return flows._mint(core, result)
 
     def prompt(self, request: PromptNeeded) -> None:

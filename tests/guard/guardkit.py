@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from stepguard.core.challenge import parse_challenge
 from stepguard.core.clock import FixedClock
 from stepguard.core.keys import KeyMaterial, generate_key
 from stepguard.core.tokens import TOKEN_TYPE, TokenKeySet, new_jti
@@ -192,6 +194,48 @@ def make_app(guard: Guard, calls: Calls | None = None, *, hold: float = 0.0) -> 
         return JSONResponse({"error": "insufficient funds"}, status_code=409)
 
     return app
+
+
+# DESIGN.md wire conventions, exactly: RFC 6750 §3 quoted-string parameters in this order.
+_CHALLENGE = re.compile(
+    r'Bearer error="insufficient_user_authentication", '
+    r'error_description="(?P<description>[\x20\x21\x23-\x5B\x5D-\x7E]+)", '
+    r'scope="(?P<scope>[^"\\]+)"(?:, max_age=(?P<max_age>\d+))?'
+)
+
+
+def check_challenge(
+    status: int,
+    headers: Mapping[str, str],
+    body: bytes,
+    code: str,
+    *,
+    scope: str,
+    max_age: int | None = None,
+) -> dict[str, Any]:
+    """Assert a guard answer is exactly the 401 RFC 9470 challenge of DESIGN.md for ``code``,
+    ``scope`` (and ``max_age``): ``headers`` is any case-insensitive mapping (httpx, Flask, Django)."""
+    assert status == 401, body
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["cache-control"] == "no-store"
+    problem = json.loads(body)
+    assert problem["code"] == code, problem
+    assert problem["type"] == f"urn:stepguard:error:{code}"
+    assert problem["status"] == 401
+    assert problem["scope"] == scope
+    challenge = headers["www-authenticate"]
+    match = _CHALLENGE.fullmatch(challenge)
+    assert match, challenge
+    assert match["scope"] == scope
+    assert match["description"] == problem["detail"][:200]
+    params = parse_challenge(challenge)  # what the client SDK reads
+    assert params is not None and params["scope"] == scope
+    if max_age is None:
+        assert match["max_age"] is None and "max_age" not in problem
+    else:
+        assert match["max_age"] == str(max_age)
+        assert problem["max_age"] == max_age
+    return dict(problem)
 
 
 def as_alice(token: str | None = None, **extra: str) -> dict[str, str]:

@@ -10,7 +10,6 @@ import base64
 import hashlib
 import hmac
 import json
-import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -29,12 +28,12 @@ from guardkit import (
     as_alice,
     b64,
     b64json,
+    check_challenge,
     make_app,
     make_guard,
 )
 
 from _services import RunningServer, run_uvicorn_in_thread
-from stepguard.core.challenge import parse_challenge
 from stepguard.core.keys import JwsAlgorithm, generate_key
 from stepguard.core.tokens import TokenKeySet
 from stepguard.guard import LocalKeys
@@ -80,39 +79,13 @@ async def client_for(
         await c.aclose()
 
 
-# DESIGN.md wire conventions, exactly: RFC 6750 §3 quoted-string parameters in this order.
-_CHALLENGE = re.compile(
-    r'Bearer error="insufficient_user_authentication", '
-    r'error_description="(?P<description>[\x20\x21\x23-\x5B\x5D-\x7E]+)", '
-    r'scope="(?P<scope>[^"\\]+)"(?:, max_age=(?P<max_age>\d+))?'
-)
-
-
 def assert_challenge(
     response: httpx.Response, code: str, *, scope: str = "user:update", max_age: int | None = None
 ) -> dict[str, Any]:
     """A 401 RFC 9470 challenge with ``code`` for ``scope`` (and ``max_age``), and nothing else."""
-    assert response.status_code == 401, response.text
-    assert response.headers["content-type"] == "application/problem+json"
-    assert response.headers["cache-control"] == "no-store"
-    body = response.json()
-    assert body["code"] == code, body
-    assert body["type"] == f"urn:stepguard:error:{code}"
-    assert body["status"] == 401
-    assert body["scope"] == scope
-    challenge = response.headers["www-authenticate"]
-    match = _CHALLENGE.fullmatch(challenge)
-    assert match, challenge
-    assert match["scope"] == scope
-    assert match["description"] == body["detail"][:200]
-    params = parse_challenge(challenge)  # what the client SDK reads
-    assert params is not None and params["scope"] == scope
-    if max_age is None:
-        assert match["max_age"] is None and "max_age" not in body
-    else:
-        assert match["max_age"] == str(max_age)
-        assert body["max_age"] == max_age
-    return body
+    return check_challenge(
+        response.status_code, response.headers, response.content, code, scope=scope, max_age=max_age
+    )
 
 
 @pytest.fixture

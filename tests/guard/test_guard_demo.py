@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from guard_server import ServerKit, running_server
+from guardkit import check_challenge
 
 
 @pytest.fixture
@@ -40,9 +41,13 @@ async def test_page_and_sign_in(kit: ServerKit) -> None:
 async def test_export_private_key_is_single_use(kit: ServerKit) -> None:
     token, session = await kit.sign_in()
     refused = await kit.http.post("/demo/api/wallet/export", headers=auth(token))
-    assert refused.status_code == 401
-    assert refused.json()["code"] == "elevated_token_required"
-    assert 'scope="wallet:export"' in refused.headers["www-authenticate"]
+    check_challenge(
+        refused.status_code,
+        refused.headers,
+        refused.content,
+        "elevated_token_required",
+        scope="wallet:export",
+    )
 
     elevated = await kit.mint(session, ["wallet:export"])
     exported = await kit.http.post("/demo/api/wallet/export", headers=auth(token, elevated))
@@ -52,7 +57,13 @@ async def test_export_private_key_is_single_use(kit: ServerKit) -> None:
 
     assert Account.from_key(exported.json()["private_key"]).address == wallet["address"]
     replay = await kit.http.post("/demo/api/wallet/export", headers=auth(token, elevated))
-    assert replay.status_code == 401 and replay.json()["code"] == "elevated_token_used"
+    check_challenge(
+        replay.status_code,
+        replay.headers,
+        replay.content,
+        "elevated_token_used",
+        scope="wallet:export",
+    )
 
 
 async def test_export_with_concurrent_presentations(kit: ServerKit) -> None:

@@ -158,6 +158,9 @@ def test_guard_configuration_is_validated(forge: Forge) -> None:
         make_guard(forge, FixedClock(NOW), leeway=61)
     with pytest.raises(TypeError):
         guard_api._guard.as_principal(42)
+    # An empty user id is "nobody signed in" (then subject_mismatch), not an error (a 500).
+    assert guard_api._guard.as_principal("") is None
+    assert guard_api._guard.as_principal("usr_a") == Principal("usr_a")
 
 
 def test_public_surface_is_sorted_and_importable() -> None:

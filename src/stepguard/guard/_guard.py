@@ -91,11 +91,12 @@ _Effect = _Wait | _Spawn
 
 
 def as_principal(value: object) -> Principal | None:
-    """Normalise what a current-user callable returned."""
+    """Normalise what a current-user callable returned (``""`` means nobody is signed in: apps
+    often default a missing session value to an empty string, and no token names that user)."""
     if value is None or isinstance(value, Principal):
         return value
-    if isinstance(value, str) and value:
-        return Principal(user_id=value)
+    if isinstance(value, str):
+        return Principal(user_id=value) if value else None
     raise TypeError("current_user must return a user id (str), a Principal or None")
 
 

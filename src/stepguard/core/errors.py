@@ -29,6 +29,7 @@ human ``description``. The server maps an error straight to its JSON body; the g
     │   ├── MfaRequired (403: mfa_required)
     │   └── NoMethodsAvailable (400: no_methods_available)
     ├── RateLimited (429: rate_limited)
+    ├── DeliveryFailed (502: delivery_failed)
     ├── InvalidConfiguration (500: invalid_configuration)     operator errors (CLI, start-up)
     ├── DatabaseUnavailable (503: database_unavailable)
     └── ElevatedTokenError (401)       the guard's answers (and the server's enrolment gate)
@@ -53,6 +54,7 @@ __all__ = [
     "CodeUsed",
     "Conflict",
     "DatabaseUnavailable",
+    "DeliveryFailed",
     "ElevatedTokenError",
     "ElevatedTokenExpired",
     "ElevatedTokenInvalid",
@@ -249,6 +251,12 @@ class RateLimited(StepGuardError):
     def __init__(self, detail: str | None = None, *, retry_after: float = 0.0, **extra: Any):
         self.retry_after = max(0.0, float(retry_after))
         super().__init__(detail, retry_after=int(self.retry_after + 0.999), **extra)
+
+
+class DeliveryFailed(StepGuardError):
+    code = "delivery_failed"
+    status = 502
+    description = "The code could not be delivered; try again later."
 
 
 class ElevatedTokenError(StepGuardError):

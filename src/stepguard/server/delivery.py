@@ -24,13 +24,13 @@ import weakref
 from collections import deque
 from dataclasses import dataclass
 from email.message import EmailMessage
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 import httpx
 
-from stepguard.core.errors import StepGuardError
+from stepguard.core.errors import DeliveryFailed
 from stepguard.core.methods.otp import mask_email, mask_phone
 from stepguard.server.service import StepGuardService
 from stepguard.server.settings import Settings
@@ -54,14 +54,6 @@ log = logging.getLogger("stepguard.delivery")
 
 #: Every dev-outbox log line starts with this, so nobody mistakes it for real delivery.
 DEV_OUTBOX_PREFIX = "dev outbox"
-
-
-class DeliveryFailed(StepGuardError):
-    """The mail server or SMS provider refused or could not be reached."""
-
-    code: ClassVar[str] = "delivery_failed"
-    status: ClassVar[int] = 502
-    description: ClassVar[str] = "The code could not be delivered; try again later."
 
 
 @dataclass(frozen=True, slots=True)

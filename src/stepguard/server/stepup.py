@@ -53,6 +53,8 @@ __all__ = [
 T = TypeVar("T")
 #: Credential kinds a user can sign in with (the last one cannot be removed).
 SIGN_IN_KINDS = ("email", "phone", "wallet", "passkey")
+#: Bookkeeping rows (the recovery-code set's lockout state) that are not user-facing credentials.
+INTERNAL_KINDS = ("recovery",)
 REAUTH_KINDS = {"email": MethodName.EMAIL_OTP, "phone": MethodName.SMS_OTP}
 
 
@@ -157,10 +159,26 @@ async def run_attempt(
     except VerificationFailed as exc:
         failure = exc
     async with service.db.transaction() as s:
-        cred = await s.get(Credential, credential_id) if credential_id else None
-        if cred is not None:
-            after = record_failure(_lockout(cred), now=now)
-            cred.failure_count, cred.locked_until = after.consecutive_failures, after.locked_until
+        if credential_id:
+            # Atomic increment: concurrent failures each count (no lost update).
+            row = (
+                await s.execute(
+                    update(Credential)
+                    .where(Credential.id == credential_id)
+                    .values(failure_count=Credential.failure_count + 1)
+                    .returning(Credential.failure_count, Credential.locked_until)
+                )
+            ).first()
+            if row is not None:
+                before = LockoutState(consecutive_failures=row[0] - 1, locked_until=row[1])
+                after = record_failure(before, now=now)
+                await s.execute(
+                    update(Credential)
+                    .where(
+                        Credential.id == credential_id, Credential.locked_until < after.locked_until
+                    )
+                    .values(locked_until=after.locked_until)
+                )
         if on_failure is not None:
             await on_failure(s, failure)
         log(s, failure.code)
@@ -350,7 +368,8 @@ async def check(body: CheckBody, session: CurrentSession, service: Service) -> A
 @router.get("/credentials")
 async def list_credentials(session: CurrentSession, service: Service) -> Any:
     """Every credential of the signed-in user (unverified ones included, flagged)."""
-    return {"credentials": [credential_json(c) for c in await service.credentials(session.user_id)]}
+    creds = await service.credentials(session.user_id)
+    return {"credentials": [credential_json(c) for c in creds if c.kind not in INTERNAL_KINDS]}
 
 
 @router.delete("/credentials/{credential_id}")
@@ -361,6 +380,9 @@ async def delete_credential(
     now = service.clock.now()
     async with service.db.transaction() as s:
         cred = await load_credential(s, session.user_id, credential_id)
+        if cred.kind in INTERNAL_KINDS:
+            # Recovery codes are managed (and voided) through /mfa/recovery-codes.
+            raise NotFound("unknown credential", resource="credential")
         if cred.verified:
             await elevation_gate(service, request, session, TokenScope.CREDENTIAL_UNLINK.value, s=s)
         if cred.kind in SIGN_IN_KINDS and cred.verified:

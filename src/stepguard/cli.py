@@ -333,5 +333,56 @@ def keys_rotate(ctx: click.Context, as_json: bool) -> None:
     _emit(data, as_json, f"new signing key: {data['kid']}")
 
 
+@main.command()
+@click.option("--url", envvar="STEPGUARD_URL", help="A running server (default: one in process).")
+@click.option("--session", envvar="STEPGUARD_SESSION", help="Session token (with --url).")
+@click.option("--email", envvar="STEPGUARD_EMAIL", help="Sign in by email code (with --url).")
+@click.option("--environment", envvar="STEPGUARD_ENVIRONMENT", help="Environment id (with --url).")
+@click.option("--scope", default="wallet:export", show_default=True)
+def demo(
+    url: str | None,
+    session: str | None,
+    email: str | None,
+    environment: str | None,
+    scope: str,
+) -> None:
+    """Walk through check -> verify -> proceed in the terminal.
+
+    Without --url, a throwaway server runs in process on SQLite (codes shown as hints)."""
+    from stepguard.client import Client
+    from stepguard.client.prompters import DemoPrompter, dev_outbox_reader, walk_through
+
+    def run(base: str, env: str, token: str | None, api: str) -> bool:
+        prompter = DemoPrompter(hint=dev_outbox_reader(base, env))
+        with Client(base, env, session_token=token, prompter=prompter, api_base_url=api) as c:
+            if token is None:
+                if not email:
+                    raise click.UsageError("with --url, give --session or --email")
+                c.sign_in_with_email(email)
+            return walk_through(c, prompter, scope=scope)
+
+    if url:
+        import httpx
+
+        if not environment:
+            found = httpx.get(f"{url}/.well-known/stepguard-configuration", timeout=10).json()
+            environment = str(found["environment_id"])
+        ok = run(url, environment, session, url)
+    else:
+        import logging
+
+        from stepguard.core.clock import SystemClock
+        from stepguard.testing import StepGuardTestServer
+
+        logging.getLogger("stepguard").setLevel(logging.ERROR)  # codes show as hints instead
+        # The real clock, not the kit's fixed one: codes come from a real authenticator app.
+        clock: Any = SystemClock()
+        with StepGuardTestServer(clock=clock, dev_mode=True, demo=True) as server:
+            user = server.create_user(email="demo@example.com")
+            click.echo(f"stepguard demo server on {server.url} (in process, SQLite, throwaway)")
+            ok = run(server.url, server.environment_id, user.session_token, server.url)
+    sys.exit(0 if ok else 1)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

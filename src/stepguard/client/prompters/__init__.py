@@ -7,6 +7,7 @@ The browser hand-off (passkeys and wallets in a browser, from a Python program) 
 
 from __future__ import annotations
 
+from stepguard.client.prompters._demo import DemoPrompter, dev_outbox_reader, walk_through
 from stepguard.client.prompters._enroll import enroll_totp, show_new_recovery_codes
 from stepguard.client.prompters._terminal import (
     TerminalPrompter,
@@ -16,10 +17,13 @@ from stepguard.client.prompters._terminal import (
 )
 
 __all__ = [
+    "DemoPrompter",
     "TerminalPrompter",
     "describe_credential",
+    "dev_outbox_reader",
     "enroll_totp",
     "format_wait",
     "render_qr",
     "show_new_recovery_codes",
+    "walk_through",
 ]

@@ -340,6 +340,18 @@ class TerminalPrompter:
         )
         return self._ask(asker, lambda answer: answer == "yes")
 
+    def ask_choice(
+        self, message: str, options: Sequence[tuple[str, str]], default: str | None = None
+    ) -> Answer | Awaitable[Answer]:
+        """A one-off choice among ``(value, label)`` options; ``None`` when closed."""
+        asker: ChoiceInput[str] = ChoiceInput(
+            message=message,
+            options=list(options),
+            default=default if default is not None else options[0][0],
+            key_bindings=self._keys(),
+        )
+        return self._ask(asker, lambda chosen: chosen)
+
     def ask_code(self, title: str) -> Answer | Awaitable[Answer]:
         """A one-off 6-digit code entry (e.g. the first code of a new TOTP device)."""
         request = PromptNeeded(PromptKind.TOTP_CODE)

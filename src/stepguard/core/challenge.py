@@ -21,6 +21,7 @@ __all__ = [
     "StepUpChallenge",
     "challenge_for",
     "parse_challenge",
+    "problem_body",
 ]
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -58,13 +59,7 @@ class StepUpChallenge:
         return "Bearer " + ", ".join(params)
 
     def problem(self) -> dict[str, Any]:
-        body: dict[str, Any] = {
-            "type": f"urn:stepguard:error:{self.code}",
-            "title": self.title,
-            "status": 401,
-            "detail": self.description,
-            "code": self.code,
-        }
+        body = problem_body(self.code, title=self.title, status=401, detail=self.description)
         if self.scope:
             body["scope"] = self.scope
         if self.max_age is not None:
@@ -73,6 +68,17 @@ class StepUpChallenge:
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": self.www_authenticate, "Cache-Control": "no-store"}
+
+
+def problem_body(code: str, *, title: str, status: int, detail: str) -> dict[str, Any]:
+    """An RFC 9457 problem document carrying stepguard's stable ``code``."""
+    return {
+        "type": f"urn:stepguard:error:{code}",
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+    }
 
 
 def challenge_for(

@@ -10,11 +10,15 @@ challenge, steps up for ``scope`` and retries once.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
 
-from stepguard.core.challenge import ELEVATED_TOKEN_HEADER, PROBLEM_CONTENT_TYPE, challenge_for
+from stepguard.core.challenge import (
+    ELEVATED_TOKEN_HEADER,
+    PROBLEM_CONTENT_TYPE,
+    challenge_for,
+    problem_body,
+)
 from stepguard.core.errors import ElevatedTokenError, StepGuardError
 
 from ._check import StepUpRequirement
@@ -60,11 +64,7 @@ def build_challenge(
         challenge = challenge_for(error, scope=scope, max_age=max_age)
         headers.extend(challenge.headers().items())
         return Challenge(status=401, headers=tuple(headers), body=orjson.dumps(challenge.problem()))
-    body: dict[str, Any] = {
-        "type": f"urn:stepguard:error:{error.code}",
-        "title": error.description,
-        "status": error.status,
-        "detail": error.detail,
-        "code": error.code,
-    }
+    body = problem_body(
+        error.code, title=error.description, status=error.status, detail=error.detail
+    )
     return Challenge(status=error.status, headers=tuple(headers), body=orjson.dumps(body))

@@ -19,6 +19,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -66,6 +67,15 @@ def main() -> None:
     import uvicorn
 
     config = json.loads(sys.argv[1])
+    parent = os.getppid()
+
+    def exit_with_the_test() -> None:
+        # If the test process is killed (e.g. by a timeout) this server must not outlive it.
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=exit_with_the_test, daemon=True).start()
     server = uvicorn.Server(
         uvicorn.Config(
             _build_app(config),

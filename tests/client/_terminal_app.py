@@ -11,17 +11,23 @@ token, ``enrolled <device id>``, or ``error=<code>``.
 
 Scenarios: ``otp`` (email only: re-authentication), ``totp`` (email + two TOTP devices + recovery
 codes: MFA routing), ``wallet`` (email + an Ethereum wallet), ``enroll`` (TOTP enrolment with the
-QR code), ``lockout`` (three rounds of ``prompt_step_up_auth``).
+QR code), ``lockout`` (three rounds of ``prompt_step_up_auth``), ``passkey`` (a passkey through
+the browser hand-off, the "browser" completing it over HTTP) and ``passkey-wait`` (nobody opens
+the link).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 import time
+import webbrowser
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
+import httpx
 import pyotp
 
 from stepguard.client import SCOPE_EXTENSION, ClientError, WalletSigner
@@ -44,6 +50,32 @@ class RecordingSigner:
     def sign_message(self, message: bytes) -> bytes:
         self.signed.append(message.decode())
         return bytes(self.inner.sign_message(message))  # type: ignore[arg-type]
+
+
+def _browser_completes_the_handoff(server: StepGuardTestServer, user: Any) -> None:
+    """``webbrowser.open`` replaced by what the hosted page does for ``passkey.get`` (claim with
+    the fragment, run the ceremony, complete), a moment later, as a person would."""
+
+    def open_url(url: str, *args: Any, **kwargs: Any) -> bool:
+        def complete() -> None:
+            time.sleep(1.5)
+            parts = urlsplit(url)
+            handoff_id = parts.path.rsplit("/", 1)[-1]
+            with httpx.Client(base_url=server.url, timeout=10) as http:
+                claim = http.post(f"/handoff/{handoff_id}/claim", json={"secret": parts.fragment})
+                described = claim.json()
+                time.sleep(1.0)
+                credential = user.authenticator.get(described["options"])
+                http.post(
+                    f"/handoff/{handoff_id}/complete",
+                    json={"credential": dict(credential)},
+                    headers={"X-Handoff-Token": described["browser_token"]},
+                )
+
+        threading.Thread(target=complete, daemon=True).start()
+        return True
+
+    webbrowser.open = open_url
 
 
 def main(scenario: str, info_path: Path) -> None:
@@ -69,6 +101,12 @@ def main(scenario: str, info_path: Path) -> None:
             info["totp"].append({"alias": "Tablet", "secret": tablet.secret})
             info["recovery_codes"] = user.add_recovery_codes()
             clock.advance(60)  # past every step used while enrolling
+        elif scenario in ("passkey", "passkey-wait"):
+            user.add_passkey()  # held by the kit's software authenticator
+            if scenario == "passkey":
+                _browser_completes_the_handoff(server, user)
+            else:
+                webbrowser.open = lambda url, *a, **k: True  # nobody ever opens it
         elif scenario == "wallet":
             user.link_wallet("ethereum")
             signer = RecordingSigner(user.signers[0])
@@ -100,6 +138,7 @@ def main(scenario: str, info_path: Path) -> None:
             if signer is not None:
                 print("SIGNED " + json.dumps(signer.signed))
         print("DONE", flush=True)
+        time.sleep(120)  # the server stays up for the test's own checks; the test kills tmux
 
 
 if __name__ == "__main__":

@@ -202,3 +202,36 @@ def test_lockout_shows_the_wait_time(terminal: Terminal, tmp_path: Path) -> None
     assert "RESULT error=rate_limited" in results
     assert not any(r.startswith("RESULT exported") for r in results)
     del app
+
+
+def test_passkey_through_the_browser_handoff_with_a_spinner(
+    terminal: Terminal, tmp_path: Path
+) -> None:
+    app = run(terminal, tmp_path, "passkey")
+    terminal.wait_for("Continue in your browser")
+    url = terminal.wait_for(r"^(http://\S+/handoff/\S+#\S+)$").group(1)
+    assert url.startswith(app.info["url"])
+    terminal.wait_for(r"Waiting for the browser….*left, Ctrl-C to cancel")
+    terminal.wait_for(r"Finish in the browser…")  # the page claimed the link
+    terminal.wait_for("✓ Done in the browser.")
+    assert app.result().startswith("exported 0x")
+
+
+def test_ctrl_c_while_waiting_for_the_browser_cancels_the_handoff(
+    terminal: Terminal, tmp_path: Path
+) -> None:
+    import httpx
+
+    app = run(terminal, tmp_path, "passkey-wait")
+    url = terminal.wait_for(r"^(http://\S+/handoff/\S+#\S+)$").group(1)
+    terminal.wait_for(r"Waiting for the browser…")
+    terminal.key("C-c")
+    assert app.result() == "error=step_up_cancelled"
+    terminal.wait_for("The browser step was cancelled.")
+    handoff_id = url.split("#")[0].rsplit("/", 1)[-1]
+    polled = httpx.get(
+        f"{app.info['url']}/sdk/{app.info['environment_id']}/handoff/{handoff_id}",
+        headers={"Authorization": f"Bearer {app.info['session']}"},
+        timeout=10,
+    )
+    assert polled.json()["status"] == "cancelled"  # the link no longer works

@@ -185,7 +185,8 @@ class BrowserHandoff:
     only shows it, a callable opens it itself. ``ui`` shows the link and the wait (default:
     :class:`PrintHandoffUI`). ``timeout`` (30..600 s) is how long the link lives; after it, the
     call raises :class:`~stepguard.StepUpCancelled`, as it does when the user cancels in the
-    browser. Ctrl-C cancels the hand-off on the server before propagating.
+    browser. Ctrl-C cancels the hand-off on the server and raises ``StepUpCancelled`` (a
+    cancelled asyncio task cancels it too, and stays cancelled).
 
     As an authenticator, ``create``/``get`` answer plainly for a ``Client`` and with a coroutine
     for an ``AsyncClient``. As a prompter (``client.prompter = BrowserHandoff(client)``), the
@@ -260,11 +261,13 @@ class BrowserHandoff:
         flow = make(pending)
         try:
             return driver.run(flow)
-        except BaseException:  # Ctrl-C: the flow never saw it, so cancel from here
+        except BaseException as exc:  # Ctrl-C: the flow never saw it, so cancel from here
             handoff_id = pending.handoff_id
             flow.close()
             if handoff_id is not None:
                 driver.run(cancel_flow(self._core, handoff_id))
+            if isinstance(exc, KeyboardInterrupt):  # Ctrl-C closes this prompt, like Esc
+                raise StepUpCancelled("The browser step was cancelled.") from None
             raise
 
     async def _run_async(

@@ -170,3 +170,43 @@ async def test_redis_keys_expire_with_the_token(redis_url: str) -> None:
     finally:
         await client.aclose()
         await store.aclose()
+
+
+async def test_sqlite_store_waits_for_a_write_on_the_same_event_loop(tmp_path: Path) -> None:
+    """The app's own ORM (aiosqlite, same event loop) holds the write lock across an await: the
+    reservation waits for that transaction without stalling the loop (which would keep the
+    transaction from ever committing) and then succeeds."""
+    import time
+
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    path = tmp_path / "app.db"
+    store = SqliteReplayStore(path)
+    engine = create_async_engine(f"sqlite+aiosqlite:///{path}")
+    try:
+        await store.reserve(new_jti(), expires_at=EXP, now=NOW)  # the guard's table exists
+        async with engine.begin() as conn:
+            await conn.execute(text("CREATE TABLE orders (id INTEGER PRIMARY KEY)"))
+        holding = asyncio.Event()
+
+        async def app_transaction() -> None:
+            async with engine.begin() as conn:
+                await conn.execute(text("INSERT INTO orders DEFAULT VALUES"))  # write lock held
+                holding.set()
+                await asyncio.sleep(0.3)  # e.g. a call to another service mid-transaction
+
+        task = asyncio.create_task(app_transaction())
+        await holding.wait()
+        started = time.monotonic()
+        jti = new_jti()
+        held = await store.reserve(jti, expires_at=EXP, now=NOW)
+        waited = time.monotonic() - started
+        await task
+        assert waited < 2.0  # the app's transaction committed, then the insert went through
+        await store.spend(held)
+        with pytest.raises(ElevatedTokenUsed):
+            await store.reserve(jti, expires_at=EXP, now=NOW)
+    finally:
+        await store.aclose()
+        await engine.dispose()

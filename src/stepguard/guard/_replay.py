@@ -17,7 +17,7 @@ expires: that fails closed, and the user verifies again.
 
 Implementations: :class:`SqliteReplayStore` (sync ``sqlite3`` on the event-loop thread, WAL and
 ``synchronous=NORMAL``: about 11 µs a reservation, performance.md G6; aiosqlite's thread hop would
-cost 20x that), :class:`PostgresReplayStore` (SQLAlchemy async with asyncpg),
+cost 20x that; only a statement that finds the write lock taken waits, in a worker thread), :class:`PostgresReplayStore` (SQLAlchemy async with asyncpg),
 :class:`RedisReplayStore` (``redis.asyncio``) and :class:`MemoryReplayStore` (one process only).
 :func:`sql_replay_store` picks the SQL one for an app's database URL.
 """
@@ -149,7 +149,10 @@ class SqliteReplayStore:
 
     Statements run synchronously on the calling (event-loop) thread: one autocommit insert in WAL
     mode with ``synchronous=NORMAL`` takes about 11 µs, much less than handing it to a thread.
-    ``busy_timeout`` makes a writer wait for another process's write instead of failing.
+    That connection never waits for a lock, though: when another connection holds the write lock
+    (another process, or the app's own ORM in a transaction on this very event loop, which can
+    only commit if the loop keeps running) the statement is retried on a second connection in a
+    worker thread, which waits up to ``busy_timeout`` seconds for it.
     """
 
     def __init__(
@@ -162,8 +165,10 @@ class SqliteReplayStore:
         self.path = str(path)
         self.table = _table(table)
         self._busy_timeout = busy_timeout
-        self._conn: sqlite3.Connection | None = None
+        self._conn: sqlite3.Connection | None = None  # event-loop thread, never waits
+        self._patient: sqlite3.Connection | None = None  # worker threads, waits for locks
         self._lock = threading.Lock()
+        self._patient_lock = threading.Lock()
         self._pruned_at = float("-inf")
         t = self.table
         self._sql_reserve = (
@@ -174,15 +179,14 @@ class SqliteReplayStore:
         self._sql_release = f"DELETE FROM {t} WHERE jti = ? AND holder = ?"  # noqa: S608
         self._sql_prune = f"DELETE FROM {t} WHERE expires_at < ?"  # noqa: S608
 
-    def _connection(self) -> sqlite3.Connection:
-        conn = self._conn
-        if conn is None:
-            conn = sqlite3.connect(
-                self.path,
-                timeout=self._busy_timeout,
-                isolation_level=None,  # autocommit: each statement is its own transaction
-                check_same_thread=False,  # guarded by self._lock
-            )
+    def _open(self, timeout: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            timeout=timeout,
+            isolation_level=None,  # autocommit: each statement is its own transaction
+            check_same_thread=False,  # guarded by a lock per connection
+        )
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute(
@@ -191,36 +195,57 @@ class SqliteReplayStore:
             )
             # No index on expires_at: it would cost every reservation a second B-tree write, while
             # the once-a-minute prune scans only the rows of tokens still within their lifetime.
-            self._conn = conn
+        except BaseException:
+            conn.close()
+            raise
         return conn
+
+    def _execute(self, sql: str, params: tuple[Any, ...], *, patient: bool) -> int:
+        if patient:
+            with self._patient_lock:
+                if self._patient is None:
+                    self._patient = self._open(self._busy_timeout)
+                return int(self._patient.execute(sql, params).rowcount)
+        with self._lock:
+            if self._conn is None:
+                self._conn = self._open(0.0)
+            return int(self._conn.execute(sql, params).rowcount)
+
+    async def _write(self, sql: str, params: tuple[Any, ...]) -> int:
+        """Run one autocommit statement; the number of rows it changed."""
+        try:
+            return self._execute(sql, params, patient=False)
+        except sqlite3.OperationalError as exc:
+            # SQLITE_BUSY / SQLITE_LOCKED (and their extended codes): someone holds the lock.
+            if getattr(exc, "sqlite_errorcode", 0) & 0xFF not in (5, 6):
+                raise
+        return await asyncio.to_thread(self._execute, sql, params, patient=True)
 
     async def reserve(self, jti: str, *, expires_at: float, now: float) -> Reservation:
         reservation = _reservation(jti, expires_at)
-        with self._lock:
-            conn = self._connection()
-            if now - self._pruned_at >= _SQLITE_PRUNE_SECONDS:
-                self._pruned_at = now
-                conn.execute(self._sql_prune, (now,))
-            inserted = conn.execute(
-                self._sql_reserve, (jti, reservation.holder, expires_at)
-            ).rowcount
+        if now - self._pruned_at >= _SQLITE_PRUNE_SECONDS:
+            self._pruned_at = now
+            await self._write(self._sql_prune, (now,))
+        inserted = await self._write(self._sql_reserve, (jti, reservation.holder, expires_at))
         if inserted != 1:
             raise _refused()
         return reservation
 
     async def spend(self, reservation: Reservation) -> None:
-        with self._lock:
-            self._connection().execute(self._sql_spend, (reservation.jti, reservation.holder))
+        await self._write(self._sql_spend, (reservation.jti, reservation.holder))
 
     async def release(self, reservation: Reservation) -> None:
-        with self._lock:
-            self._connection().execute(self._sql_release, (reservation.jti, reservation.holder))
+        await self._write(self._sql_release, (reservation.jti, reservation.holder))
 
     async def aclose(self) -> None:
         with self._lock:
             if self._conn is not None:
                 self._conn.close()
                 self._conn = None
+        with self._patient_lock:
+            if self._patient is not None:
+                self._patient.close()
+                self._patient = None
 
 
 class PostgresReplayStore:

@@ -80,12 +80,25 @@ async def client_for(
 
 
 def assert_challenge(
-    response: httpx.Response, code: str, *, scope: str = "user:update", max_age: int | None = None
+    response: httpx.Response,
+    code: str,
+    *,
+    scope: str = "user:update",
+    max_age: int | None = None,
+    detail: str | None = None,
 ) -> dict[str, Any]:
-    """A 401 RFC 9470 challenge with ``code`` for ``scope`` (and ``max_age``), and nothing else."""
-    return check_challenge(
+    """A 401 RFC 9470 challenge with ``code`` for ``scope`` (and ``max_age``), and nothing else.
+    ``detail`` pins which check refused the token: several checks share one code, and a test
+    must fail if its check is removed even when a later one would still refuse the token."""
+    body = check_challenge(
         response.status_code, response.headers, response.content, code, scope=scope, max_age=max_age
     )
+    if detail is not None:
+        assert body["detail"] == detail, body
+    return body
+
+
+ALG = "algorithm not allowed for this key"
 
 
 @pytest.fixture
@@ -124,7 +137,8 @@ async def test_alg_none(
     app: FastAPI, forge: Forge, client_for: ClientFor, calls: Calls, alg: str, signature: str
 ) -> None:
     token = _unsigned(forge, forge.header(alg=alg), signature)
-    assert_challenge(await post(client_for(app), token), "elevated_token_invalid")
+    detail = ALG if signature else "malformed token"  # an empty segment is refused before
+    assert_challenge(await post(client_for(app), token), "elevated_token_invalid", detail=detail)
     assert calls.handled == []
 
 
@@ -159,7 +173,7 @@ async def test_hmac_signed_with_the_public_key(
     signing_input = f"{b64json(forge.header(alg=alg))}.{b64json(forge.claims())}"
     mac = hmac.new(secret, signing_input.encode(), digest).digest()
     token = f"{signing_input}.{b64(mac)}"
-    assert_challenge(await post(client_for(app), token), "elevated_token_invalid")
+    assert_challenge(await post(client_for(app), token), "elevated_token_invalid", detail=ALG)
     assert calls.handled == []
 
 
@@ -168,7 +182,7 @@ async def test_algorithm_other_than_the_pinned_one(
     app: FastAPI, forge: Forge, client_for: ClientFor, alg: str
 ) -> None:
     token = forge.token(forge.header(alg=alg))
-    assert_challenge(await post(client_for(app), token), "elevated_token_invalid")
+    assert_challenge(await post(client_for(app), token), "elevated_token_invalid", detail=ALG)
 
 
 def _swap(token: str, index: int, part: str) -> str:
@@ -183,11 +197,12 @@ async def test_tampered_payload(
     token = forge.token(sub=BOB)
     # Bob's validly signed token with the subject rewritten to Alice, signature kept.
     forged = _swap(token, 1, b64json(forge.claims(sub=ALICE)))
-    assert_challenge(await post(client_for(app), forged), "elevated_token_invalid")
+    bad = "bad signature"
+    assert_challenge(await post(client_for(app), forged), "elevated_token_invalid", detail=bad)
     widened = _swap(forge.token(), 1, b64json(forge.claims(scope="user:update wallet:export")))
-    assert_challenge(await post(client_for(app), widened), "elevated_token_invalid")
+    assert_challenge(await post(client_for(app), widened), "elevated_token_invalid", detail=bad)
     extended = _swap(forge.token(), 1, b64json(forge.claims(exp=NOW + 86_400)))
-    assert_challenge(await post(client_for(app), extended), "elevated_token_invalid")
+    assert_challenge(await post(client_for(app), extended), "elevated_token_invalid", detail=bad)
     assert calls.handled == []
 
 
@@ -258,9 +273,12 @@ async def test_tampered_signature(
     assert_challenge(
         await post(client_for(app), f"{head}.{payload}.{b64(bytes(raw))}"),
         "elevated_token_invalid",
+        detail="bad signature",
     )
     truncated = f"{head}.{payload}.{b64(bytes(raw[:32]))}"
-    assert_challenge(await post(client_for(app), truncated), "elevated_token_invalid")
+    assert_challenge(
+        await post(client_for(app), truncated), "elevated_token_invalid", detail="bad signature"
+    )
 
 
 async def test_signed_by_another_key_with_our_kid(
@@ -268,7 +286,9 @@ async def test_signed_by_another_key_with_our_kid(
 ) -> None:
     impostor = Forge()
     token = impostor.token(impostor.header(kid=forge.kid))
-    assert_challenge(await post(client_for(app), token), "elevated_token_invalid")
+    assert_challenge(
+        await post(client_for(app), token), "elevated_token_invalid", detail="bad signature"
+    )
 
 
 @pytest.mark.parametrize("typ", ["JWT", "at+jwt", "jwt", "dpop+jwt", "elevated", None])
@@ -276,7 +296,9 @@ async def test_wrong_typ(
     app: FastAPI, forge: Forge, client_for: ClientFor, typ: str | None
 ) -> None:
     token = forge.token(forge.header(typ=typ))
-    assert_challenge(await post(client_for(app), token), "elevated_token_invalid")
+    assert_challenge(
+        await post(client_for(app), token), "elevated_token_invalid", detail="wrong token type"
+    )
 
 
 @pytest.mark.parametrize(
@@ -294,7 +316,9 @@ async def test_wrong_typ(
 async def test_wrong_issuer_or_audience(
     app: FastAPI, forge: Forge, client_for: ClientFor, claims: dict[str, Any]
 ) -> None:
-    assert_challenge(await post(client_for(app), forge.token(**claims)), "elevated_token_invalid")
+    detail = "wrong issuer" if "iss" in claims else "wrong audience"
+    response = await post(client_for(app), forge.token(**claims))
+    assert_challenge(response, "elevated_token_invalid", detail=detail)
 
 
 async def test_audience_list_containing_ours_is_accepted(
@@ -317,16 +341,21 @@ async def test_not_yet_valid_and_issued_in_the_future(
     app: FastAPI, forge: Forge, client_for: ClientFor
 ) -> None:
     client = client_for(app)
-    assert_challenge(await post(client, forge.token(nbf=NOW + 120)), "elevated_token_invalid")
+    early, future_iat = "token not yet valid", "token issued in the future"
+    assert_challenge(
+        await post(client, forge.token(nbf=NOW + 120)), "elevated_token_invalid", detail=early
+    )
     assert (await post(client, forge.token(nbf=NOW + 30))).status_code == 200
     future = forge.token(iat=NOW + 120, exp=NOW + 400, auth_time=NOW + 120)
-    assert_challenge(await post(client, future), "elevated_token_invalid")
+    assert_challenge(await post(client, future), "elevated_token_invalid", detail=future_iat)
     # At most 60 s of clock skew, on both sides of the boundary.
     assert (await post(client, forge.token(iat=NOW + 60, auth_time=NOW))).status_code == 200
     skewed = forge.token(iat=NOW + 61, auth_time=NOW)
-    assert_challenge(await post(client, skewed), "elevated_token_invalid")
+    assert_challenge(await post(client, skewed), "elevated_token_invalid", detail=future_iat)
     assert (await post(client, forge.token(nbf=NOW + 60))).status_code == 200
-    assert_challenge(await post(client, forge.token(nbf=NOW + 61)), "elevated_token_invalid")
+    assert_challenge(
+        await post(client, forge.token(nbf=NOW + 61)), "elevated_token_invalid", detail=early
+    )
 
 
 @pytest.mark.parametrize(
@@ -417,7 +446,8 @@ async def test_token_from_a_key_the_guard_does_not_hold(
     token = old.token()
     assert (await post(client, token)).status_code == 200  # cached now
     keys.remove(old.kid)
-    assert_challenge(await post(client, token), "elevated_token_invalid")
+    unknown = "The elevated access token was signed by an unknown key."
+    assert_challenge(await post(client, token), "elevated_token_invalid", detail=unknown)
     assert (await post(client, new.token())).status_code == 200
 
 
@@ -429,7 +459,7 @@ async def test_es256_token_with_an_eddsa_header(
     keys.add_material(ec)
     app = make_app(make_guard(forge, clock, keys=LocalKeys(keys)))
     token = forge.token(forge.header(kid=ec.kid))  # Ed25519 signature, kid of the P-256 key
-    assert_challenge(await post(client_for(app), token), "elevated_token_invalid")
+    assert_challenge(await post(client_for(app), token), "elevated_token_invalid", detail=ALG)
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,6 @@ from stepguard.core.tokens import DEFAULT_LEEWAY, VerifiedElevatedToken, check_g
 __all__ = ["Principal", "StepUpRequirement", "check_step_up"]
 
 
-
 @dataclass(frozen=True, slots=True)
 class StepUpRequirement:
     """What a protected route needs: every scope in ``scopes``, and an authentication no older

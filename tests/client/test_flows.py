@@ -23,7 +23,7 @@ def core(**kw) -> flows.ClientCore:
 
 
 def challenge(scope: str, code: str = "elevated_token_required") -> httpx.Response:
-    ch = StepUpChallenge(code=code, description="step up", scope=scope)
+    ch = StepUpChallenge(code=code, title="Step-up required", description="step up", scope=scope)
     return httpx.Response(401, headers=ch.headers(), json=ch.problem())
 
 

@@ -477,7 +477,8 @@ class StepGuardService:
             session_id=session.id,
             session_expires_at=session.expires_at,
         )
-        claims = build_claims(request, effective, factor, now=self.clock.now(), txn=txn)
+        now = self.clock.now()
+        claims = build_claims(request, effective, factor, now=now, txn=txn)
         token = (await self.keyring.signer()).sign(claims)
         s.add(
             Grant(
@@ -489,7 +490,9 @@ class StepGuardService:
                 method=factor.method.value,
                 credential_id=factor.credential_id,
                 single_use=claims.single_use,
-                issued_at=claims.iat,
+                # The exact time (``iat`` is whole seconds): revocation by a factor's removal
+                # (``User.tokens_not_before``) compares against it.
+                issued_at=now,
                 expires_at=claims.exp,
             )
         )

@@ -33,18 +33,21 @@ from stepguard.core.safety import LockoutState, check_lockout, record_failure, r
 from stepguard.core.scopes import TokenScope
 from stepguard.core.tokens import verify_elevated_token
 from stepguard.server.audit import audit
-from stepguard.server.db import Base, Credential, RecoveryCode, UsedNonce, User
+from stepguard.server.db import Base, Credential, Grant, RecoveryCode, UsedNonce, User
 from stepguard.server.deps import CurrentSession, Service
 from stepguard.server.http import client_ip
 from stepguard.server.schemas import Body
 from stepguard.server.service import MFA_KINDS, LiveSession, StepGuardService
 
 __all__ = [
+    "EXTERNAL_WALLET_SOURCE",
     "Requested",
     "claim",
     "credential_json",
     "elevation_gate",
+    "gate_requires_elevation",
     "ip_of",
+    "is_external_wallet",
     "load_credential",
     "router",
     "run_attempt",
@@ -56,6 +59,13 @@ SIGN_IN_KINDS = ("email", "phone", "wallet", "passkey")
 #: Bookkeeping rows (the recovery-code set's lockout state) that are not user-facing credentials.
 INTERNAL_KINDS = ("recovery",)
 REAUTH_KINDS = {"email": MethodName.EMAIL_OTP, "phone": MethodName.SMS_OTP}
+#: ``Credential.data["source"]`` of a wallet linked by signature; no other wallet (embedded,
+#: custodial, imported by an admin) is ever a step-up credential.
+EXTERNAL_WALLET_SOURCE = "external"
+#: Scopes the server's own enrolment gate guards: always required while enforcement is on
+#: (reference product §1.3: linking and unlinking always need step-up), whatever a per-scope
+#: ``required`` says.
+GATED_SCOPES = frozenset({TokenScope.CREDENTIAL_LINK.value, TokenScope.CREDENTIAL_UNLINK.value})
 
 
 class Requested(Body):
@@ -87,6 +97,15 @@ async def load_credential(
     if cred is None or cred.user_id != user_id or (kinds is not None and cred.kind not in kinds):
         raise NotFound("unknown credential", resource="credential")
     return cred
+
+
+def is_external_wallet(cred: Credential) -> bool:
+    """Whether ``cred`` is a wallet linked here by signature (the only wallets that step up)."""
+    return (
+        cred.kind == "wallet"
+        and cred.verified
+        and cred.data.get("source") == EXTERNAL_WALLET_SOURCE
+    )
 
 
 def _lockout(cred: Credential) -> LockoutState:
@@ -185,6 +204,16 @@ async def run_attempt(
     raise failure
 
 
+async def gate_requires_elevation(s: AsyncSession, policy: EnvironmentPolicy, user_id: str) -> bool:
+    """Whether the enrolment gate (``credential:link``/``unlink``) asks this user for a token.
+
+    Only while the environment enforces step-up (before that no endpoint needs elevation), and
+    only once the user has a verified credential to step up with. The check endpoint answers
+    from the same rule, so ``is_required`` never disagrees with the gate.
+    """
+    return policy.enforcement and await user_has_verified_credential(s, user_id)
+
+
 async def user_has_verified_credential(s: AsyncSession, user_id: str) -> bool:
     stmt = (
         select(func.count())
@@ -205,10 +234,12 @@ async def elevation_gate(
     """Require an elevated token for ``scope`` once the user has any verified credential.
 
     Enrolling or linking needs ``credential:link``; removing needs ``credential:unlink``. The token
-    comes in ``X-Elevated-Access-Token`` and must belong to this user *and session*; a single-use
-    one is spent here. Returns the token's ``jti`` (or None when no elevation was needed).
+    comes in ``X-Elevated-Access-Token`` and must belong to this user *and session*, and be minted
+    after the user's last factor removal; a single-use one is spent here. Returns the token's
+    ``jti`` (or None when no elevation was needed: see :func:`gate_requires_elevation`).
     """
-    if not await user_has_verified_credential(s, session.user_id):
+    policy = await service.policy(session.environment_id)
+    if not await gate_requires_elevation(s, policy, session.user_id):
         return None
     token = request.headers.get(ELEVATED_TOKEN_HEADER)
     if not token:
@@ -223,13 +254,19 @@ async def elevation_gate(
             expected_scope=scope,
             expected_subject=session.user_id,
             expected_session=session.id,
+            max_age=policy.policy_for(scope).max_age,
+            # Minted and checked on this server's own clock: no skew to forgive.
+            leeway=0,
             now=now,
         )
     except StepGuardError as exc:
         exc.extra.setdefault("scope", scope)
         raise
     user = await s.get(User, session.user_id)
-    if user is None or verified.claims.iat < user.tokens_not_before:
+    # The grant keeps the exact minting time (``iat`` is whole seconds): a token minted in the
+    # same second as a removal, before it, is revoked; one minted after it is not.
+    grant = await s.get(Grant, verified.jti)
+    if user is None or grant is None or grant.issued_at < user.tokens_not_before:
         raise ElevatedTokenInvalid("the elevated access token was revoked", scope=scope)
     if verified.single_use:
         key = "elevated:" + verified.jti
@@ -304,9 +341,13 @@ async def step_up_check(
     their MFA devices; others see their verified re-auth credentials whose method is allowed.
     """
     effective = policy.resolve([scope])
-    if not effective.required:
-        return CheckResult(False, [], None)
     async with service.db.session() as s:
+        if effective.scopes[0] in GATED_SCOPES:
+            required = await gate_requires_elevation(s, policy, session.user_id)
+        else:
+            required = effective.required
+        if not required:
+            return CheckResult(False, [], None)
         creds = list(
             (
                 await s.scalars(
@@ -343,6 +384,7 @@ async def step_up_check(
             for c in creds
             if c.kind not in MFA_KINDS
             and c.sign_in_enabled
+            and (c.kind != "wallet" or is_external_wallet(c))
             and _method_of(c) in effective.allowed_methods
         ]
         default = usable[0] if usable else None

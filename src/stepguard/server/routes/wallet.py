@@ -54,7 +54,14 @@ from stepguard.server.routes._ceremony import (
 from stepguard.server.routes._codes import finish, precheck_elevation
 from stepguard.server.schemas import Body
 from stepguard.server.service import LiveSession, StepGuardService
-from stepguard.server.stepup import Requested, credential_json, elevation_gate, ip_of
+from stepguard.server.stepup import (
+    EXTERNAL_WALLET_SOURCE,
+    Requested,
+    credential_json,
+    elevation_gate,
+    ip_of,
+    is_external_wallet,
+)
 
 __all__ = ["ETHEREUM_CHAIN_IDS", "EXTERNAL_SOURCE", "router"]
 
@@ -66,7 +73,7 @@ router = APIRouter(prefix="/sdk/{environment_id}", tags=["wallets"])
 ETHEREUM_CHAIN_IDS = frozenset({1, 10, 137, 8453, 42161, 11155111})
 DEFAULT_CHAIN_ID: dict[str, int | str] = {"ethereum": 1, "solana": "solana:mainnet"}
 #: ``Credential.data["source"]`` of a wallet linked by signature; nothing else is a step-up factor.
-EXTERNAL_SOURCE = "external"
+EXTERNAL_SOURCE = EXTERNAL_WALLET_SOURCE
 LINK_STATEMENT = "Link this wallet to your account."
 STEP_UP_STATEMENT = "Confirm it is you to continue."
 
@@ -179,10 +186,6 @@ def wallet_json(cred: Credential) -> dict[str, Any]:
     return out
 
 
-def _is_external(cred: Credential) -> bool:
-    return cred.kind == "wallet" and cred.verified and cred.data.get("source") == EXTERNAL_SOURCE
-
-
 async def _step_up_wallet(
     s: AsyncSession, session: LiveSession, wallet_id: str | None
 ) -> Credential:
@@ -190,7 +193,7 @@ async def _step_up_wallet(
         cred = await s.get(Credential, wallet_id)
         if cred is None or cred.user_id != session.user_id or cred.kind != "wallet":
             raise NotFound("unknown wallet", resource="wallet")
-        if not _is_external(cred):
+        if not is_external_wallet(cred):
             raise MethodNotAllowed("embedded or custodial wallets cannot be used for step-up")
         return cred
     stmt = (
@@ -204,7 +207,7 @@ async def _step_up_wallet(
         .order_by(Credential.created_at)
     )
     for cred in (await s.scalars(stmt)).all():
-        if _is_external(cred):
+        if is_external_wallet(cred):
             return cred
     raise NoMethodsAvailable("no externally linked wallet for step-up")
 
@@ -387,7 +390,7 @@ async def verify_wallet(
         )
         await spend_challenge(s, row.id, now=now)
         # The wallet may have been unlinked (or demoted) since the challenge was issued.
-        if wallet is None or wallet.user_id != session.user_id or not _is_external(wallet):
+        if wallet is None or wallet.user_id != session.user_id or not is_external_wallet(wallet):
             raise InvalidSignature("this wallet can no longer be used for step-up")
         factor = _complete(row, body.signature, now)
         if str(factor.details["address"]).lower() != wallet.value.lower():

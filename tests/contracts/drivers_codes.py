@@ -182,6 +182,10 @@ class RecoveryCodeDriver(MethodDriver):
     async def bad(self, attempt: Any) -> Any:
         return "aaaa-bbbb-cccc-dddd-eeee-ffff"
 
+    async def fail_once(self) -> httpx.Response:
+        # A wrong code needs no challenge: keep the ten real ones for the successes.
+        return await self.submit({}, await self.bad({}))
+
     async def submit(self, attempt: Any, response: Any) -> httpx.Response:
         return await self.ctx.client.post(
             sdk(self.ctx.user.environment_id, "/mfa/recovery/verify"),

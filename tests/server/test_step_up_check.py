@@ -132,6 +132,13 @@ async def test_reauth_user_sees_allowed_sign_in_credentials(
         "a***e@example.com",
     )
     assert (eth["format"], eth["type"]) == ("blockchain", "ethereum")
+    # A credential with sign-in turned off is not offered; the next sign-in one is the default.
+    async with server_app.state.service.db.transaction() as s:
+        (await s.get(Credential, mail)).sign_in_enabled = False  # type: ignore[union-attr]
+    body = await required(server_client, user_session, "wallet:export")
+    assert ids(body) == [wallet["id"]] and body["default_credential_id"] == wallet["id"]
+    async with server_app.state.service.db.transaction() as s:
+        (await s.get(Credential, mail)).sign_in_enabled = True  # type: ignore[union-attr]
     # Only the methods the scope allows: a wallet-only scope lists (and defaults to) the wallet.
     await admin.set_policy(env, {"scopes": {"user:update": {"allowed_methods": ["ethereum"]}}})
     body = await required(server_client, user_session, "user:update")

@@ -618,3 +618,22 @@ async def test_bad_sign_ins_cannot_lock_the_owner_out(
     opts = await options(server_client, fresh_user)
     r = await authenticate(server_client, fresh_user, opts, auth.get(opts["options"]))
     assert r.status_code == 200, r.text
+
+
+async def test_cloned_authenticators_racing_with_one_counter_get_one_token(
+    server_client: httpx.AsyncClient, fresh_user: UserSession, auth: SoftwareAuthenticator
+) -> None:
+    """Two assertions carrying the same counter on two challenges at once (a cloned
+    authenticator): the counter moves by compare-and-set, so only one of them can win."""
+    assert (await register(server_client, fresh_user, auth)).status_code == 200
+    first, second = (
+        await options(server_client, fresh_user),
+        await options(server_client, fresh_user),
+    )
+    results = await asyncio.gather(
+        authenticate(server_client, fresh_user, first, auth.get(first["options"], sign_count=5)),
+        authenticate(server_client, fresh_user, second, auth.get(second["options"], sign_count=5)),
+    )
+    assert sorted(r.status_code for r in results) == [200, 400], [r.text for r in results]
+    loser = next(r for r in results if r.status_code == 400)
+    assert loser.json()["code"] == "invalid_signature"

@@ -135,6 +135,24 @@ async def test_wrong_code_counts_down_then_the_code_dies(
     assert r.json()["code"] in ("code_expired", "rate_limited")
 
 
+async def test_concurrent_guesses_get_five_tries_per_code_in_all(
+    server_client: httpx.AsyncClient, user_session: UserSession, smtp_sink: Any
+) -> None:
+    """Guesses fired at once cannot exceed a code's five attempts: each is reserved (committed)
+    before the comparison, so the sixth and later find the code dead and compare nothing."""
+    sent = (await send(server_client, user_session)).json()
+    code = smtp_sink.last_code(to="alice@example.com")
+    guesses = [f"{(int(code) + k) % 1_000_000:06d}" for k in range(1, 9)]
+    results = await asyncio.gather(
+        *(verify(server_client, user_session, sent["verification_id"], g) for g in guesses)
+    )
+    codes = sorted(r.json()["code"] for r in results)
+    assert codes.count("invalid_code") == 5, codes
+    assert set(codes) <= {"invalid_code", "code_expired"}, codes
+    r = await verify(server_client, user_session, sent["verification_id"], code)
+    assert r.status_code in (400, 429) and r.json()["code"] in ("code_expired", "rate_limited")
+
+
 async def test_expired_code_is_refused(
     server_client: httpx.AsyncClient, user_session: UserSession, smtp_sink: Any, clock: FixedClock
 ) -> None:

@@ -4,6 +4,11 @@
 * ``POST /api/wallet/sign`` needs ``wallet:sign`` (single-use by default policy),
 * ``POST /api/profile`` needs ``user:update`` (time-bound: reusable until it expires).
 
+In dev mode only (``stepguard serve --demo``, what ``make run`` starts), ``POST /api/sign-up``
+gives a new email address an account, so a newcomer signs in with any address and no admin
+command. Outside dev mode it answers 404: the server's own sign-in never reveals whether an
+address has an account, and the demo must not open that door either.
+
 Each user's demo wallet key is derived from the server secret and the user id (HKDF), so it is
 stable across restarts and never stored; profiles live in memory. Sign-in is the session token in
 ``Authorization: Bearer …`` (what the SDK's ``client.http`` sends).
@@ -19,7 +24,7 @@ from fastapi import Depends, FastAPI, Request
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, Field
 
-from stepguard.core.errors import InvalidSession
+from stepguard.core.errors import Conflict, InvalidSession, NotFound
 from stepguard.guard import (
     Elevation,
     Guard,
@@ -31,7 +36,7 @@ from stepguard.guard import (
     sql_replay_store,
 )
 from stepguard.server.http import JsonResponse, install_error_handlers
-from stepguard.server.service import StepGuardService
+from stepguard.server.service import StepGuardService, normalize_email
 
 from ._page import PAGE
 
@@ -42,6 +47,10 @@ _SESSIONS = "demo_sessions"
 
 class SignMessage(BaseModel):
     message: str = Field(min_length=1, max_length=2000)
+
+
+class SignUp(BaseModel):
+    email: str = Field(min_length=3, max_length=320)
 
 
 class ProfileUpdate(BaseModel):
@@ -103,12 +112,29 @@ def build_demo_app(service: StepGuardService) -> FastAPI:
             "issuer": service.settings.issuer,
             "environment_id": env.id,
             "token_header": "X-Elevated-Access-Token",
+            "sign_up": service.settings.dev_mode,
             "actions": {
                 "export": {"path": "/demo/api/wallet/export", "scope": "wallet:export"},
                 "sign": {"path": "/demo/api/wallet/sign", "scope": "wallet:sign"},
                 "profile": {"path": "/demo/api/profile", "scope": "user:update"},
             },
         }
+
+    @app.post("/api/sign-up")
+    async def sign_up(body: SignUp) -> Any:
+        """Dev mode only: an account for a new address (an existing one is left as it is).
+
+        The answer says whether the address was new; that is fine on a developer's machine and
+        is why this endpoint does not exist anywhere else."""
+        if not service.settings.dev_mode:
+            raise NotFound("sign-up is only available in dev mode")
+        env = await service.default_environment()
+        address = normalize_email(body.email)
+        try:
+            await service.create_user(env.id, email=address)
+        except Conflict:
+            return {"email": address, "created": False}
+        return {"email": address, "created": True}
 
     @app.get("/api/me")
     async def me(user: SignedIn) -> Any:

@@ -63,6 +63,8 @@ class BrowserPage:
     page: Any
     cdp: Any
     authenticator_id: str
+    #: Requests the page tried to send beyond this machine (refused; the fixture fails on any).
+    outside: list[str] = field(default_factory=list)
 
     async def credentials(self) -> list[dict[str, Any]]:
         """What the virtual authenticator holds (id, signCount, ...)."""

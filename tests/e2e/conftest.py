@@ -2,6 +2,9 @@
 server (uvicorn in a thread, demo mounted, mail to a real SMTP sink) per test, and a page with a
 CDP virtual WebAuthn authenticator.
 
+Every page works offline: the browser context refuses (and the test fails on) any request to a
+host other than this machine, on top of chromium resolving no other host name at all.
+
 Screenshots go to ``docs/screenshots/`` when ``STEPGUARD_SCREENSHOTS=1``; otherwise to a
 temporary folder, so a normal test run leaves the working tree alone.
 """
@@ -13,6 +16,7 @@ import shutil
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -117,8 +121,23 @@ async def bpage(browser: Any) -> AsyncIterator[BrowserPage]:
     )
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    bpage = BrowserPage(page, cdp, added["authenticatorId"])
+
+    async def refuse(route: Any) -> None:
+        bpage.outside.append(route.request.url)
+        await route.abort("blockedbyclient")
+
+    await context.route(lambda url: not _on_this_machine(url), refuse)
     try:
-        yield BrowserPage(page, cdp, added["authenticatorId"])
+        yield bpage
     finally:
         await context.close()
     assert not errors, f"uncaught errors in the page: {errors}"
+    assert not bpage.outside, f"requests beyond this machine (a CDN?): {bpage.outside}"
+
+
+def _on_this_machine(url: str) -> bool:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https", "ws", "wss"):
+        return True  # data:, blob: and the like never leave the browser
+    return parts.hostname in ("localhost", "127.0.0.1", "::1")

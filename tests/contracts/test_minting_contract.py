@@ -145,6 +145,11 @@ async def test_unknown_scopes_are_refused_and_spend_nothing(
     driver.scopes = ["wallet:export"]
     r = await driver.submit(attempt, response)
     assert r.status_code == 200, r.text
+    # The refusal is an attempt too: audited once, with the method and the user.
+    events = await driver.ctx.admin.audit(driver.ctx.user.environment_id, limit=1000)
+    refused = [e for e in events if e["outcome"] == "invalid_scopes"]
+    assert len(refused) == 1 and refused[0]["method"] == driver.name, refused
+    assert refused[0]["user_id"] == driver.ctx.user.user_id
 
 
 async def test_scope_not_allowed_for_the_method(driver: MethodDriver) -> None:

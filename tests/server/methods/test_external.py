@@ -268,6 +268,28 @@ async def test_unknown_scopes_spend_nothing(
     assert r.status_code == 422 and r.json()["code"] == "invalid_scopes"
 
 
+async def test_scope_not_allowed_for_assertions_spends_nothing(
+    server_client: httpx.AsyncClient,
+    admin: AdminApi,
+    fresh_user: UserSession,
+    key: ECKey,
+    clock: FixedClock,
+) -> None:
+    env = fresh_user.environment_id
+    await admin.set_policy(env, {"scopes": {"user:update": {"allowed_methods": ["passkey"]}}})
+    clock.advance(3)  # past the policy cache
+    token = sign(key, assertion_claims(clock.now(), fresh_user.user_id, scope="user:update"))
+    r = await exchange(server_client, fresh_user, token)
+    assert r.status_code == 403 and r.json()["code"] == "method_not_allowed", r.text
+    await admin.set_policy(env, {"scopes": {"user:update": {"allowed_methods": None}}})
+    clock.advance(3)
+    r = await exchange(server_client, fresh_user, token)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["scopes"] == ["user:update"] and body["single_use"] is False
+    assert body["expires_at"] == claims_of(body["elevated_access_token"])["exp"]
+
+
 async def test_accepted_for_a_user_with_mfa(
     server_client: httpx.AsyncClient, fresh_user: UserSession, key: ECKey, clock: FixedClock
 ) -> None:

@@ -12,8 +12,9 @@ token, ``enrolled <device id>``, or ``error=<code>``.
 Scenarios: ``otp`` (email only: re-authentication), ``totp`` (email + two TOTP devices + recovery
 codes: MFA routing), ``wallet`` (email + an Ethereum wallet), ``enroll`` (TOTP enrolment with the
 QR code), ``lockout`` (three rounds of ``prompt_step_up_auth``), ``passkey`` (a passkey through
-the browser hand-off, the "browser" completing it over HTTP) and ``passkey-wait`` (nobody opens
-the link).
+the browser hand-off, the "browser" completing it over HTTP), ``passkey-wait`` (nobody opens
+the link) and ``browser`` (email + a wallet, the link is only printed: the test, as the browser,
+finishes the step-up the user chose to continue there).
 """
 
 from __future__ import annotations
@@ -110,6 +111,9 @@ def main(scenario: str, info_path: Path) -> None:
         elif scenario == "wallet":
             user.link_wallet("ethereum")
             signer = RecordingSigner(user.signers[0])
+        elif scenario == "browser":
+            user.link_wallet("ethereum")  # two methods, so the method choice shows
+            webbrowser.open = lambda url, *a, **k: False  # no browser here: the link is printed
         info["now"] = clock.now()
         info_path.write_text(json.dumps(info))
 

@@ -50,6 +50,7 @@ from stepguard.client._errors import (
 from stepguard.client._flows import SCOPE_EXTENSION
 from stepguard.client._handoff import BrowserHandoff
 from stepguard.client._models import (
+    CONTINUE_IN_BROWSER,
     RESEND_CODE,
     Credential,
     MfaDevice,
@@ -72,6 +73,7 @@ __all__ = [
     "AsyncWallets",
     "Authenticator",
     "BrowserHandoff",
+    "CONTINUE_IN_BROWSER",
     "ChallengeNotFound",
     "Client",
     "ClientError",

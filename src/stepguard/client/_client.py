@@ -117,9 +117,10 @@ class _Base:
 @contextlib.contextmanager
 def _prompting(core: flows.ClientCore, driver: SyncDriver | AsyncDriver) -> Iterator[None]:
     """Around a ``prompt_*`` call: with no prompter configured and a terminal on stdin and
-    stdout, the terminal prompter (and, without an authenticator, the browser hand-off for
-    passkeys) answers this call only. A prompter with ``report_error`` is told why a prompt
-    failed (a lockout's wait time, say) before the error propagates."""
+    stdout, the terminal prompter answers this call only, with the browser hand-off behind its
+    "Continue in the browser" choice (and for passkeys, without an authenticator). A prompter
+    with ``report_error`` is told why a prompt failed (a lockout's wait time, say) before the
+    error propagates."""
     installed: Prompter | None = None
     handoff: Authenticator | None = None
     if core.prompter is None and _interactive():
@@ -127,9 +128,10 @@ def _prompting(core: flows.ClientCore, driver: SyncDriver | AsyncDriver) -> Iter
         from stepguard.client.prompters import TerminalPrompter
 
         terminal = TerminalPrompter()
+        terminal.handoff = BrowserHandoff.attach(core, driver, ui=terminal)
         core.prompter = installed = terminal
         if core.authenticator is None:
-            core.authenticator = handoff = BrowserHandoff.attach(core, driver, ui=terminal)
+            core.authenticator = handoff = terminal.handoff
     try:
         yield
     except ClientError as exc:

@@ -36,6 +36,7 @@ from stepguard.client._errors import (
     error_from_response,
 )
 from stepguard.client._models import (
+    CONTINUE_IN_BROWSER,
     RESEND_CODE,
     Call,
     Credential,
@@ -411,9 +412,21 @@ def _delegated(core: ClientCore, kind: str, scopes: list[str]) -> Flow[str] | No
     return run(core, kind, scopes) if callable(run) else None
 
 
+def _in_browser(core: ClientCore, kind: str, scopes: list[str]) -> Flow[str] | None:
+    """The prompter's browser hand-off (its ``handoff``), for :data:`CONTINUE_IN_BROWSER`."""
+    run = getattr(getattr(core.prompter, "handoff", None), "step_up_flow", None)
+    return run(core, kind, scopes) if callable(run) else None
+
+
 def _choose(
-    scopes: list[str], options: list[Credential], default: str | None, closed: str
-) -> Flow[Credential]:
+    core: ClientCore,
+    kind: str,
+    scopes: list[str],
+    options: list[Credential],
+    default: str | None,
+    closed: str,
+) -> Flow[Credential | str]:
+    """The chosen credential, or the elevated token when the user went on in the browser."""
     if len(options) == 1:
         return options[0]
     error = None
@@ -427,6 +440,9 @@ def _choose(
         )
         if answer is None:
             raise StepUpCancelled(closed)
+        browser = _in_browser(core, kind, scopes) if answer == CONTINUE_IN_BROWSER else None
+        if browser is not None:
+            return (yield from browser)
         chosen = next((c for c in options if c.id == answer), None)
         if chosen is not None:
             return chosen
@@ -537,7 +553,9 @@ def _prompt_mfa(
 ) -> Flow[str]:
     if not options:
         raise NoMethodsAvailable("No MFA method available: enrol one with client.mfa first.")
-    chosen = yield from _choose(scopes, options, default, _MFA_CLOSED)
+    chosen = yield from _choose(core, "mfa", scopes, options, default, _MFA_CLOSED)
+    if not isinstance(chosen, Credential):  # done in the browser: the token
+        return chosen
     return (yield from _step_up_with(core, scopes, chosen, _MFA_CLOSED))
 
 
@@ -559,7 +577,9 @@ def _prompt_reauth(
         raise NoMethodsAvailable(
             "No reauthentication methods available. Add email, SMS or a wallet to your account."
         )
-    chosen = yield from _choose(scopes, options, default, _REAUTH_CLOSED)
+    chosen = yield from _choose(core, "reauthenticate", scopes, options, default, _REAUTH_CLOSED)
+    if not isinstance(chosen, Credential):  # done in the browser: the token
+        return chosen
     return (yield from _step_up_with(core, scopes, chosen, _REAUTH_CLOSED))
 
 

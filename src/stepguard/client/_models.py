@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import httpx
 
 __all__ = [
+    "CONTINUE_IN_BROWSER",
     "Call",
     "Credential",
     "Effect",
@@ -205,6 +206,10 @@ class PromptNeeded:
 
 #: The answer that asks for a new one-time code instead of entering one (never a valid code).
 RESEND_CODE = "\x00resend"
+
+#: The answer to a method choice that hands the whole step-up to the browser instead (offered by
+#: a prompter whose ``handoff`` is a :class:`~stepguard.client.BrowserHandoff`; never an id).
+CONTINUE_IN_BROWSER = "\x00browser"
 
 
 @dataclass(frozen=True, slots=True)

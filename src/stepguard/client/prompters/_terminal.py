@@ -1,6 +1,7 @@
 """The terminal prompter: rich for what is shown, prompt_toolkit for what is typed.
 
-One screen per :class:`~stepguard.client.PromptNeeded`: a method choice (default first), a code entry
+One screen per :class:`~stepguard.client.PromptNeeded`: a method choice (default first; with a
+``handoff``, "Continue in the browser" last, which hands the whole step-up to the hosted page), a code entry
 (masked destination, a live expiry and resend countdown in the bottom bar, Ctrl-R for a new code), a
 wallet confirmation that shows the exact message to be signed, and the hand-off spinner a
 :class:`~stepguard.client.BrowserHandoff` drives while a passkey is used in the browser. Esc and
@@ -18,7 +19,7 @@ import contextlib
 import io
 import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from prompt_toolkit.application.current import create_app_session
 from prompt_toolkit.formatted_text import HTML
@@ -42,6 +43,7 @@ from stepguard.client._errors import (
     StepUpCancelled,
 )
 from stepguard.client._models import (
+    CONTINUE_IN_BROWSER,
     RESEND_CODE,
     Credential,
     PromptKind,
@@ -50,6 +52,9 @@ from stepguard.client._models import (
     TotpDevice,
 )
 from stepguard.core.clock import Clock, SystemClock
+
+if TYPE_CHECKING:
+    from stepguard.client._handoff import BrowserHandoff
 
 __all__ = ["TerminalPrompter", "describe_credential", "format_wait", "render_qr"]
 
@@ -157,6 +162,11 @@ class TerminalPrompter:
     (the server's ``resend_after``/``expires_at`` are Unix times). It also implements the
     optional hooks the SDK and :class:`~stepguard.client.BrowserHandoff` look for:
     :meth:`confirm_signature`, :meth:`report_error` and the ``handoff_*`` methods.
+
+    ``handoff``: a :class:`~stepguard.client.BrowserHandoff` of the same client (best drawn by
+    this prompter: ``prompter.handoff = BrowserHandoff(client, ui=prompter)``). With one, the
+    method choice also offers "Continue in the browser", for methods the terminal cannot do
+    (a browser wallet) or a user who prefers the page. The SDK's default terminal prompter has one.
     """
 
     def __init__(
@@ -166,8 +176,10 @@ class TerminalPrompter:
         clock: Clock | None = None,
         input: Input | None = None,
         output: Output | None = None,
+        handoff: BrowserHandoff | None = None,
     ) -> None:
         self.console = console or Console(highlight=False)
+        self.handoff = handoff
         self.clock: Clock = clock or SystemClock()
         self._input = input
         self._output = output
@@ -192,6 +204,8 @@ class TerminalPrompter:
             (c.id, describe_credential(c) + ("  (default)" if c.id == request.default else ""))
             for c in options
         ]
+        if self.handoff is not None:
+            choices.append((CONTINUE_IN_BROWSER, "Continue in the browser"))
         asker: ChoiceInput[str] = ChoiceInput(
             message="Choose how to verify:",
             options=choices,

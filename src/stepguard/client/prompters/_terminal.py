@@ -262,6 +262,9 @@ class TerminalPrompter:
             refresh_interval=0.5,
             validator=_CodeValidator(kind),
             validate_while_typing=False,
+            # A PromptSession takes the app session's streams when built, not when asked.
+            input=self._input,
+            output=self._output,
         )
         return self._ask(
             asker,
@@ -376,6 +379,8 @@ class TerminalPrompter:
             validator=_CodeValidator(request.kind),
             validate_while_typing=False,
             bottom_toolbar=HTML(" <b>Enter</b> verify · <b>Esc</b> cancel "),
+            input=self._input,
+            output=self._output,
         )
         return self._ask(asker, lambda typed: _normalise(request.kind, typed))
 

@@ -74,10 +74,28 @@ class BrowserPage:
         return list(answer["credentials"])
 
 
+#: Every control of a prompt screen needs a name a screen reader can say: the dialog its title,
+#: a field its <label> (or aria-label), a button its text. Answers the unnamed ones.
+UNLABELLED = """(dialog) => {
+  const named = (el) => {
+    const by = el.getAttribute("aria-labelledby");
+    if (by) return by.split(" ").some((id) => document.getElementById(id)?.textContent.trim());
+    if (el.getAttribute("aria-label")?.trim()) return true;
+    if (el.labels && [...el.labels].some((l) => l.textContent.trim())) return true;
+    return el.matches("button") && el.textContent.trim() !== "";
+  };
+  const controls = [dialog, ...dialog.querySelectorAll("input, select, textarea, button, [tabindex]")];
+  return controls.filter((el) => !el.hidden && !named(el)).map((el) => el.outerHTML.slice(0, 120));
+}"""
+
+
 async def screen(page: Any, name: str) -> Any:
-    """The open prompt dialog once it shows screen ``name`` (explicit wait)."""
+    """The open prompt dialog once it shows screen ``name`` (explicit wait); every control on
+    it is labelled (checked on each screen the suite visits)."""
     locator = page.locator(f'{DIALOG}[data-screen="{name}"]')
     await locator.wait_for(state="visible")
+    unlabelled = await locator.evaluate(UNLABELLED)
+    assert unlabelled == [], f"unlabelled controls on the {name!r} screen: {unlabelled}"
     return locator
 
 

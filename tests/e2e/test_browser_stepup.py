@@ -146,7 +146,11 @@ async def test_totp_enrolment_from_the_page_then_recovery_codes(
     assert len(codes) == 10 and len(set(codes)) == 10
     done = dialog.get_by_role("button", name="Done")
     await expect(done).to_be_disabled()
-    await expect(dialog.get_by_role("button", name="Copy")).to_be_visible()
+    await page.context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live.url)
+    await dialog.get_by_role("button", name="Copy").click()
+    await expect(dialog.locator(".sg-status")).to_have_text("Codes copied.")
+    copied = await page.evaluate("navigator.clipboard.readText()")
+    assert all(code in copied for code in codes)
     async with page.expect_download() as download_info:
         await dialog.get_by_role("button", name="Download").click()
     download = await download_info.value
@@ -154,6 +158,11 @@ async def test_totp_enrolment_from_the_page_then_recovery_codes(
     saved = Path(await download.path()).read_text()
     assert all(code in saved for code in codes)
     await shot(live, page, "enroll-recovery-codes")
+    # Shown once: Esc cannot throw them away unacknowledged (only Done closes this screen).
+    await page.keyboard.press("Escape")
+    await page.wait_for_timeout(200)
+    await expect(dialog).to_be_visible()
+    await expect(dialog.locator(".sg-codes li")).to_have_count(10)
     await dialog.get_by_label("I have saved these codes").check()
     await done.click()
     await expect(page.locator("#enroll-status")).to_have_text("Recovery codes saved.")

@@ -580,8 +580,11 @@ class Dialog {
     addStylesheet();
     this.titleId = nextId("title");
     this.onCancel = null;
+    this.cancellable = true;
     this.node = el("dialog", { class: "sg-dialog", "aria-labelledby": this.titleId, "data-stepguard": "" });
-    this.node.addEventListener("cancel", (e) => { e.preventDefault(); this.cancel(); });
+    // Esc does what the screen's Cancel button does; a screen without one (new recovery codes
+    // awaiting their acknowledgement, a finished enrolment) is left only through its own button.
+    this.node.addEventListener("cancel", (e) => { e.preventDefault(); if (this.cancellable) this.cancel(); });
     document.body.append(this.node);
   }
 
@@ -592,6 +595,7 @@ class Dialog {
   /** Replace the content: a title, then `body` nodes, then the footer buttons. */
   screen(name, title, body, { cancelLabel = "Cancel" } = {}) {
     this.node.dataset.screen = name;
+    this.cancellable = Boolean(cancelLabel);
     const heading = el("h2", { id: this.titleId, class: "sg-title" }, title);
     const close = cancelLabel ? el("button", { type: "button", class: "sg-button sg-secondary", "data-action": "cancel", onclick: () => this.cancel() }, cancelLabel) : null;
     this.status = el("p", { class: "sg-status", role: "status", "aria-live": "polite" });

@@ -23,6 +23,7 @@ from stepguard.client import (
     Credential,
     PromptKind,
     PromptNeeded,
+    RecoveryCodes,
     StepUpCancelled,
 )
 from stepguard.client.prompters import TerminalPrompter
@@ -123,6 +124,22 @@ def test_continue_in_the_browser_is_offered_last_with_a_handoff(screen: Screen) 
     handoff = object()  # only its presence matters to the screen
     assert ask(screen, choose(), "3\r", handoff=handoff) == CONTINUE_IN_BROWSER
     assert "3. Continue in the browser" in screen.text()
+
+
+def test_recovery_codes_are_shown_until_the_user_says_they_saved_them(screen: Screen) -> None:
+    codes = RecoveryCodes(codes=tuple(f"code-{n:02d}-abcd-efgh" for n in range(10)), remaining=10)
+    with create_pipe_input() as pipe:
+        pipe.send_text("\r")
+        prompter = TerminalPrompter(screen.console, input=pipe, output=screen.output)
+        assert prompter.show_recovery_codes(codes) is True
+    shown = screen.console_text.getvalue()
+    assert all(code in shown for code in codes.codes)
+    assert "they are not shown again" in shown
+    assert "I have saved my recovery codes" in screen.text()
+    with create_pipe_input() as pipe:
+        pipe.send_text("\x1b")
+        prompter = TerminalPrompter(screen.console, input=pipe, output=screen.output)
+        assert prompter.show_recovery_codes(codes) is None  # not acknowledged
 
 
 def test_a_link_nobody_opens_times_out_as_step_up_cancelled() -> None:

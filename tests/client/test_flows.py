@@ -43,7 +43,7 @@ def test_exchange_by_hand_prompts_once_then_retries_with_the_new_token() -> None
     with pytest.raises(StopIteration) as done:  # a held token: no prompt at all
         next(sub)
     assert done.value.value == token
-    retry = flow.send(None)
+    retry = flow.send(done.value.value)  # the driver answers the sub-flow's result
     assert retry.headers["x-elevated-access-token"] == token
     with pytest.raises(StopIteration) as finished:
         flow.send(httpx.Response(200, json={"ok": True}))
@@ -61,7 +61,7 @@ def test_exchange_raises_when_the_retry_is_challenged_again() -> None:
     assert len(c.tokens) == 0  # the refused token is dropped
     assert isinstance(step, Exclusive)
     with pytest.raises(StepUpRequired) as caught:
-        flow.send(None)
+        flow.send(jwt("user:update", NOW + 600))
         flow.send(challenge("user:update", "scope_not_granted"))
     assert caught.value.reason == "scope_not_granted"
 

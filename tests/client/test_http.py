@@ -120,3 +120,26 @@ async def test_ten_concurrent_challenged_requests_share_one_prompt(sg) -> None:
         assert [r.status_code for r in responses] == [200] * 10
         assert prompter.count() == 1
         assert calls == {"/profile": 10}
+
+
+async def test_concurrent_single_use_requests_each_get_their_own_token(sg) -> None:
+    """A single-use token serves one request: three concurrent exports need three
+    verifications, one after the other, and all three get through (the one prompt per challenge
+    holds for time-bound tokens only)."""
+    user = await sg.user()
+    prompter = code_prompter(sg, delay=0.05)
+    async with protected_api(sg) as (url, transport, calls):
+        client = sg.client(user, api_base_url=url, api_transport=transport, prompter=prompter)
+        ext = {SCOPE_EXTENSION: "wallet:export"}
+        if sg.is_async:
+            responses = await asyncio.gather(
+                *(client.http.post("/wallet/export", extensions=ext) for _ in range(3))
+            )
+        else:
+            with ThreadPoolExecutor(3) as pool:
+                responses = list(
+                    pool.map(lambda _: client.http.post("/wallet/export", extensions=ext), range(3))
+                )
+        assert [r.status_code for r in responses] == [200] * 3
+        assert prompter.count(PromptKind.OTP_CODE) == 3
+        assert calls == {"/wallet/export": 3} and len(client.tokens) == 0

@@ -7,7 +7,6 @@ import pytest
 from stepguard.client import (
     CodeUsed,
     InvalidCode,
-    InvalidScopes,
     OtpNotInitiated,
     SessionInvalid,
 )
@@ -66,12 +65,15 @@ async def test_token_expiry_makes_the_check_ask_again(sg) -> None:
 
 
 async def test_verify_otp_before_send_is_a_clear_error(sg) -> None:
-    client = sg.client(await sg.user())
-    with pytest.raises(OtpNotInitiated, match="send_otp"):
+    counting = CountingTransport(sg.transport())
+    client = sg.client(await sg.user(), transport=counting)
+    with pytest.raises(OtpNotInitiated, match=r"has not been initiated\. Call send_otp\(\) first"):
         await sg.r(client.step_up_auth.verify_otp("123456", requested_scopes=["user:update"]))
-    with pytest.raises(InvalidScopes):
-        await sg.r(client.step_up_auth.send_otp())
-        await sg.r(client.step_up_auth.verify_otp("123456", requested_scopes=[]))
+    assert client.step_up_auth.state.error == OtpNotInitiated.description
+    await sg.r(client.step_up_auth.reset_state())
+    with pytest.raises(OtpNotInitiated):  # also when only verifying (no scopes)
+        await sg.r(client.step_up_auth.verify_otp("123456"))
+    assert counting.requests == []  # refused locally: the code never left the client
 
 
 async def test_wrong_code_maps_to_invalid_code_and_keeps_the_verification(sg) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from types import TracebackType
 from typing import Any, Self
 
@@ -34,7 +34,7 @@ from stepguard.core.clock import Clock
 
 __all__ = ["AsyncClient", "Client"]
 
-Scopes = Iterable[str] | str
+Scopes = flows.Scopes
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -158,7 +158,17 @@ def _interactive() -> bool:
 
 
 class AsyncStepUpAuth(_AsyncModule):
-    """``client.step_up_auth``: check, verify, proceed (reference product §5)."""
+    """``client.step_up_auth``: check, verify, proceed (reference product §5, §9).
+
+    Every ``verify_*`` and ``prompt_*`` method takes ``requested_scopes`` (a list, or one
+    space-separated string). With scopes, the server mints one elevated token for them; it is
+    stored (``client.http`` attaches it by itself) and returned as a string. Without scopes
+    (``None``, the default, or empty), as in the reference SDK where ``requestedScopes`` is
+    optional, the factor is only verified (the server answers ``{"verified": true}``): nothing
+    is minted or stored and the method returns ``None``. A refusal raises the
+    :class:`~stepguard.VerificationError` subclass of the server's ``code`` (and sets
+    ``state.error``); a closed prompt raises :class:`~stepguard.StepUpCancelled`.
+    """
 
     @property
     def state(self) -> StepUpState:
@@ -172,49 +182,66 @@ class AsyncStepUpAuth(_AsyncModule):
         """``is_required``, the ``credentials`` that can step up and ``default_credential_id``."""
         return await self._driver.run(flows.check_step_up_auth(self._core, scope))
 
-    async def prompt_step_up_auth(self, requested_scopes: Scopes) -> str:
-        """Ask the prompter: MFA users step up with MFA, others re-authenticate."""
+    async def prompt_step_up_auth(self, requested_scopes: Scopes = None) -> str | None:
+        """Ask the prompter: users with a verified MFA method step up with MFA, others
+        re-authenticate. Returns the token (None without scopes)."""
         with _prompting(self._core, self._driver):
             return await self._driver.run(flows.prompt_step_up_auth(self._core, requested_scopes))
 
-    async def prompt_mfa(self, requested_scopes: Scopes) -> str:
-        """Ask the prompter for a passkey, TOTP or recovery-code step-up."""
+    async def prompt_mfa(self, requested_scopes: Scopes = None) -> str | None:
+        """Ask the prompter for a passkey, TOTP or recovery-code step-up (a user without MFA
+        gets :class:`~stepguard.NoMethodsAvailable`: enrol with ``client.mfa``). Returns the
+        token (None without scopes)."""
         with _prompting(self._core, self._driver):
             return await self._driver.run(flows.prompt_mfa(self._core, requested_scopes))
 
-    async def prompt_reauthenticate(self, requested_scopes: Scopes) -> str:
-        """Ask the prompter for an email/SMS code or a wallet signature."""
+    async def prompt_reauthenticate(self, requested_scopes: Scopes = None) -> str | None:
+        """Ask the prompter for an email/SMS code or a wallet signature (refused to a user with
+        MFA). Returns the token (None without scopes)."""
         with _prompting(self._core, self._driver):
             return await self._driver.run(flows.prompt_reauthenticate(self._core, requested_scopes))
 
     async def send_otp(self, credential_id: str | None = None) -> OtpVerification:
-        """Send a one-time code (default: the first verified email, else phone)."""
+        """Send a one-time code to ``credential_id`` (default: the first verified email, else
+        phone) and keep it pending for :meth:`verify_otp`. Refusals carry the reference's
+        messages ("No verified credentials found for the authenticated user",
+        ``Credential with id "…" not found``, ...)."""
         return await self._driver.run(flows.send_otp(self._core, credential_id))
 
-    async def verify_otp(self, verification_token: str, *, requested_scopes: Scopes) -> str:
-        """Verify the code sent by :meth:`send_otp`; returns (and stores) the elevated token."""
+    async def verify_otp(
+        self, verification_token: str, *, requested_scopes: Scopes = None
+    ) -> str | None:
+        """Verify the code sent by :meth:`send_otp` (before it:
+        :class:`~stepguard.OtpNotInitiated`). Returns the stored token (None without scopes)."""
         return await self._driver.run(
             flows.verify_otp(self._core, verification_token, requested_scopes)
         )
 
-    async def verify_wallet(self, wallet_id: str | None = None, *, requested_scopes: Scopes) -> str:
-        """Sign the server's challenge with the wallet's signer (external wallets only)."""
+    async def verify_wallet(
+        self, wallet_id: str | None = None, *, requested_scopes: Scopes = None
+    ) -> str | None:
+        """Sign the server's challenge with the wallet's signer (external wallets only; default:
+        the first linked one). Returns the token (None without scopes)."""
         return await self._driver.run(flows.verify_wallet(self._core, requested_scopes, wallet_id))
 
-    async def verify_passkey_mfa(self, *, requested_scopes: Scopes) -> str:
-        """Assert a passkey through the configured authenticator."""
+    async def verify_passkey_mfa(self, *, requested_scopes: Scopes = None) -> str | None:
+        """Assert a passkey through the configured authenticator. Returns the token (None
+        without scopes)."""
         return await self._driver.run(flows.verify_passkey_mfa(self._core, requested_scopes))
 
     async def verify_totp_mfa(
-        self, code: str, device_id: str | None = None, *, requested_scopes: Scopes
-    ) -> str:
-        """Verify a TOTP code (``device_id`` picks one of several devices)."""
+        self, code: str, device_id: str | None = None, *, requested_scopes: Scopes = None
+    ) -> str | None:
+        """Verify a TOTP code (``device_id`` picks one of several devices). Returns the token
+        (None without scopes)."""
         return await self._driver.run(
             flows.verify_totp_mfa(self._core, code, requested_scopes, device_id)
         )
 
-    async def verify_recovery_code(self, code: str, *, requested_scopes: Scopes) -> str:
-        """Spend one recovery code."""
+    async def verify_recovery_code(
+        self, code: str, *, requested_scopes: Scopes = None
+    ) -> str | None:
+        """Spend one recovery code. Returns the token (None without scopes)."""
         return await self._driver.run(
             flows.verify_recovery_code(self._core, code, requested_scopes)
         )
@@ -388,7 +415,17 @@ class AsyncClient(_Base):
 
 
 class StepUpAuth(_SyncModule):
-    """``client.step_up_auth``: check, verify, proceed (reference product §5)."""
+    """``client.step_up_auth``: check, verify, proceed (reference product §5, §9).
+
+    Every ``verify_*`` and ``prompt_*`` method takes ``requested_scopes`` (a list, or one
+    space-separated string). With scopes, the server mints one elevated token for them; it is
+    stored (``client.http`` attaches it by itself) and returned as a string. Without scopes
+    (``None``, the default, or empty), as in the reference SDK where ``requestedScopes`` is
+    optional, the factor is only verified (the server answers ``{"verified": true}``): nothing
+    is minted or stored and the method returns ``None``. A refusal raises the
+    :class:`~stepguard.VerificationError` subclass of the server's ``code`` (and sets
+    ``state.error``); a closed prompt raises :class:`~stepguard.StepUpCancelled`.
+    """
 
     @property
     def state(self) -> StepUpState:
@@ -402,47 +439,60 @@ class StepUpAuth(_SyncModule):
         """``is_required``, the ``credentials`` that can step up and ``default_credential_id``."""
         return self._driver.run(flows.check_step_up_auth(self._core, scope))
 
-    def prompt_step_up_auth(self, requested_scopes: Scopes) -> str:
-        """Ask the prompter: MFA users step up with MFA, others re-authenticate."""
+    def prompt_step_up_auth(self, requested_scopes: Scopes = None) -> str | None:
+        """Ask the prompter: users with a verified MFA method step up with MFA, others
+        re-authenticate. Returns the token (None without scopes)."""
         with _prompting(self._core, self._driver):
             return self._driver.run(flows.prompt_step_up_auth(self._core, requested_scopes))
 
-    def prompt_mfa(self, requested_scopes: Scopes) -> str:
-        """Ask the prompter for a passkey, TOTP or recovery-code step-up."""
+    def prompt_mfa(self, requested_scopes: Scopes = None) -> str | None:
+        """Ask the prompter for a passkey, TOTP or recovery-code step-up (a user without MFA
+        gets :class:`~stepguard.NoMethodsAvailable`: enrol with ``client.mfa``). Returns the
+        token (None without scopes)."""
         with _prompting(self._core, self._driver):
             return self._driver.run(flows.prompt_mfa(self._core, requested_scopes))
 
-    def prompt_reauthenticate(self, requested_scopes: Scopes) -> str:
-        """Ask the prompter for an email/SMS code or a wallet signature."""
+    def prompt_reauthenticate(self, requested_scopes: Scopes = None) -> str | None:
+        """Ask the prompter for an email/SMS code or a wallet signature (refused to a user with
+        MFA). Returns the token (None without scopes)."""
         with _prompting(self._core, self._driver):
             return self._driver.run(flows.prompt_reauthenticate(self._core, requested_scopes))
 
     def send_otp(self, credential_id: str | None = None) -> OtpVerification:
-        """Send a one-time code (default: the first verified email, else phone)."""
+        """Send a one-time code to ``credential_id`` (default: the first verified email, else
+        phone) and keep it pending for :meth:`verify_otp`. Refusals carry the reference's
+        messages ("No verified credentials found for the authenticated user",
+        ``Credential with id "…" not found``, ...)."""
         return self._driver.run(flows.send_otp(self._core, credential_id))
 
-    def verify_otp(self, verification_token: str, *, requested_scopes: Scopes) -> str:
-        """Verify the code sent by :meth:`send_otp`; returns (and stores) the elevated token."""
+    def verify_otp(self, verification_token: str, *, requested_scopes: Scopes = None) -> str | None:
+        """Verify the code sent by :meth:`send_otp` (before it:
+        :class:`~stepguard.OtpNotInitiated`). Returns the stored token (None without scopes)."""
         return self._driver.run(flows.verify_otp(self._core, verification_token, requested_scopes))
 
-    def verify_wallet(self, wallet_id: str | None = None, *, requested_scopes: Scopes) -> str:
-        """Sign the server's challenge with the wallet's signer (external wallets only)."""
+    def verify_wallet(
+        self, wallet_id: str | None = None, *, requested_scopes: Scopes = None
+    ) -> str | None:
+        """Sign the server's challenge with the wallet's signer (external wallets only; default:
+        the first linked one). Returns the token (None without scopes)."""
         return self._driver.run(flows.verify_wallet(self._core, requested_scopes, wallet_id))
 
-    def verify_passkey_mfa(self, *, requested_scopes: Scopes) -> str:
-        """Assert a passkey through the configured authenticator."""
+    def verify_passkey_mfa(self, *, requested_scopes: Scopes = None) -> str | None:
+        """Assert a passkey through the configured authenticator. Returns the token (None
+        without scopes)."""
         return self._driver.run(flows.verify_passkey_mfa(self._core, requested_scopes))
 
     def verify_totp_mfa(
-        self, code: str, device_id: str | None = None, *, requested_scopes: Scopes
-    ) -> str:
-        """Verify a TOTP code (``device_id`` picks one of several devices)."""
+        self, code: str, device_id: str | None = None, *, requested_scopes: Scopes = None
+    ) -> str | None:
+        """Verify a TOTP code (``device_id`` picks one of several devices). Returns the token
+        (None without scopes)."""
         return self._driver.run(
             flows.verify_totp_mfa(self._core, code, requested_scopes, device_id)
         )
 
-    def verify_recovery_code(self, code: str, *, requested_scopes: Scopes) -> str:
-        """Spend one recovery code."""
+    def verify_recovery_code(self, code: str, *, requested_scopes: Scopes = None) -> str | None:
+        """Spend one recovery code. Returns the token (None without scopes)."""
         return self._driver.run(flows.verify_recovery_code(self._core, code, requested_scopes))
 
     def request_external_auth_elevated_token(self, external_jwt: str) -> str:

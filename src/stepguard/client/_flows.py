@@ -9,7 +9,7 @@ hand in a test.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -22,16 +22,15 @@ from stepguard.client._adapters import (
 )
 from stepguard.client._errors import (
     ApiError,
+    ClientError,
     CodeExpired,
     CodeUsed,
     InvalidCode,
-    InvalidScopes,
     NoMethodsAvailable,
     OtpNotInitiated,
     PrompterMissing,
     RateLimited,
     StepUpCancelled,
-    VerificationError,
     challenge_of,
     error_from_response,
 )
@@ -57,6 +56,8 @@ from stepguard.core.challenge import ELEVATED_TOKEN_HEADER
 from stepguard.core.scopes import TokenScope
 
 __all__ = ["SCOPE_EXTENSION", "ClientCore"]
+
+T = TypeVar("T")
 
 #: ``client.http.post(url, extensions={SCOPE_EXTENSION: "wallet:export"})`` declares the scope.
 SCOPE_EXTENSION = "stepguard_scope"
@@ -183,8 +184,8 @@ def exchange(
     if core.prompter is None:
         raise challenge
     wanted = challenge.scopes
-    yield Exclusive(challenge.scope, lambda: ensure_elevated(core, wanted))
-    _attach(core, request, challenge.scope)
+    token: str = yield Exclusive(challenge.scope, lambda: _elevate(core, wanted))
+    request.headers[ELEVATED_TOKEN_HEADER] = token
     response = yield request
     again = challenge_of(response)
     if again is not None:
@@ -207,13 +208,16 @@ def call(
     return _ok(response)
 
 
-def _scopes(requested_scopes: Iterable[str] | str | None) -> list[str]:
+Scopes = Iterable[str] | str | None
+
+
+def _scopes(requested_scopes: Scopes) -> list[str]:
+    """The requested scopes, de-duplicated in order (a string is space-separated). Empty when
+    none were requested: the verification then only verifies and mints nothing (reference §3.1,
+    ``requestedScopes`` is optional on every verify request)."""
     if isinstance(requested_scopes, str):
         requested_scopes = requested_scopes.split()
-    scopes = list(dict.fromkeys(requested_scopes or ()))
-    if not scopes:
-        raise InvalidScopes("requested_scopes needs at least one scope")
-    return scopes
+    return list(dict.fromkeys(requested_scopes or ()))
 
 
 def _mint(core: ClientCore, data: Mapping[str, Any]) -> str:
@@ -224,24 +228,57 @@ def _mint(core: ClientCore, data: Mapping[str, Any]) -> str:
     return token
 
 
-def _verify(core: ClientCore, path: str, body: dict[str, Any]) -> Flow[str]:
-    """A verify call that mints: the token is stored and returned; errors land in ``state``."""
+def _busy(core: ClientCore, path: str, body: dict[str, Any]) -> Flow[dict[str, Any]]:
+    """A call that shows in ``state``: ``is_loading`` while it runs, ``error`` after a refusal
+    (cleared by a success), like the reference hook's state."""
+    core.state.is_loading = True
     try:
         data = yield from call(core, "POST", path, json=body)
-    except VerificationError as exc:
+    except ClientError as exc:
         core.state.error = exc.detail
         raise
+    finally:
+        core.state.is_loading = False
     core.state.error = None
+    return data
+
+
+def _verify(
+    core: ClientCore, path: str, body: dict[str, Any], scopes: list[str] | None
+) -> Flow[str | None]:
+    """A verify call. With ``scopes`` the server mints: the token is stored and returned. With
+    none (``[]``) it only verifies and answers ``{"verified": true}``: None is returned and
+    nothing is stored. ``scopes=None``: the call always mints (the external assertion carries
+    its scopes)."""
+    if scopes is not None:
+        body = {**body, "requested_scopes": scopes}
+    data = yield from _busy(core, path, body)
+    if scopes is not None and not scopes:
+        return None
     return _mint(core, data)
 
 
-def ensure_elevated(core: ClientCore, scopes: Iterable[str]) -> Flow[str]:
-    """A token for ``scopes``: a held one, else one from :func:`prompt_step_up_auth`."""
+def _elevated(token: str | None) -> str:
+    # A verification with scopes always mints (_mint raises otherwise); this only narrows.
+    if token is None:
+        raise ApiError("the step-up ended without an elevated access token")
+    return token
+
+
+def _elevate(core: ClientCore, scopes: Iterable[str]) -> Flow[str]:
+    """Run under the challenge's lock: the token to attach for ``scopes``, a held one or one
+    from :func:`prompt_step_up_auth`, *taken* before the lock is released. A single-use token
+    thus leaves the store for this request only, and the next waiter prompts for its own
+    (time-bound tokens stay and serve every waiter with that one prompt)."""
     wanted = list(scopes)
-    held = core.tokens.peek(" ".join(wanted))
+    key = " ".join(wanted)
+    held = core.tokens.take(key)
     if held is not None:
         return held
-    return (yield from prompt_step_up_auth(core, wanted))
+    token = _elevated((yield from prompt_step_up_auth(core, wanted)))
+    taken = core.tokens.take(key)
+    # None only when the store dropped the new token as (nearly) expired: the server decides.
+    return taken if taken is not None else token
 
 
 # -- step-up check ---------------------------------------------------------------------------------
@@ -272,28 +309,77 @@ def is_step_up_required(core: ClientCore, scope: str) -> Flow[bool]:
 
 
 # -- individual verification methods ---------------------------------------------------------------
+NO_CREDENTIALS = "No verified credentials found for the authenticated user"
+NO_OTP_CREDENTIAL = "No sign-in enabled email or SMS credential found for step-up authentication"
+OTP_FORMATS = ("email", "phone_number")
+
+
+def _credential_not_found(credential_id: str) -> str:
+    return f'Credential with id "{credential_id}" not found'
+
+
+def _not_otp_capable(fmt: str) -> str:
+    return (
+        f'Credential format "{fmt}" does not support OTP verification. '
+        "Use an email address or a phone number."
+    )
+
+
 def send_otp(core: ClientCore, credential_id: str | None = None) -> Flow[OtpVerification]:
+    """Send a code to ``credential_id`` or the default email (then phone) and keep it pending.
+
+    A refusal for want of a usable credential is explained with the reference SDK's exact
+    messages (§5.1 "sendOtp behaviour"); telling them apart needs the user's credentials, so
+    they are listed then, and only then (the sent path stays one call)."""
     body = {"credential_id": credential_id} if credential_id else {}
-    data = yield from call(core, "POST", "/otp/send", json=body)
+    try:
+        data = yield from _busy(core, "/otp/send", body)
+    except ApiError as exc:
+        if exc.server_code not in (NoMethodsAvailable.code, "not_found"):
+            raise
+        message = yield from _why_no_otp(core, credential_id)
+        if message is None:
+            raise
+        core.state.error = message
+        raise type(exc)(
+            message, server_code=exc.server_code, http_status=exc.http_status, body=exc.body
+        ) from exc
     pending = OtpVerification.from_json(data)
     core.state.otp_verification = pending
     return pending
 
 
+def _why_no_otp(core: ClientCore, credential_id: str | None) -> Flow[str | None]:
+    """The reference's message for a send refused for want of a credential (None: another
+    reason, e.g. an unverified address; the server's own message stands then)."""
+    try:
+        creds = yield from list_credentials(core)
+    except ClientError:
+        return None
+    verified = [c for c in creds if c.verified]
+    if credential_id:
+        chosen = next((c for c in creds if c.id == credential_id), None)
+        if chosen is None:
+            return _credential_not_found(credential_id)
+        if chosen.format not in OTP_FORMATS:
+            return _not_otp_capable(chosen.format)
+        return None
+    if not verified:
+        return NO_CREDENTIALS
+    return NO_OTP_CREDENTIAL
+
+
 def verify_otp(
-    core: ClientCore, verification_token: str, requested_scopes: Iterable[str] | str
-) -> Flow[str]:
+    core: ClientCore, verification_token: str, requested_scopes: Scopes = None
+) -> Flow[str | None]:
     pending = core.state.otp_verification
     if pending is None:
+        core.state.error = OtpNotInitiated.description
         raise OtpNotInitiated()
     scopes = _scopes(requested_scopes)
-    body = {
-        "verification_id": pending.verification_id,
-        "code": verification_token,
-        "requested_scopes": scopes,
-    }
+    body = {"verification_id": pending.verification_id, "code": verification_token}
     try:
-        token = yield from _verify(core, "/otp/verify", body)
+        token = yield from _verify(core, "/otp/verify", body, scopes)
     except (CodeExpired, CodeUsed):
         core.state.otp_verification = None  # this verification is over: send a new code
         raise
@@ -302,22 +388,19 @@ def verify_otp(
 
 
 def verify_totp_mfa(
-    core: ClientCore,
-    code: str,
-    requested_scopes: Iterable[str] | str,
-    device_id: str | None = None,
-) -> Flow[str]:
-    body: dict[str, Any] = {"code": code, "requested_scopes": _scopes(requested_scopes)}
+    core: ClientCore, code: str, requested_scopes: Scopes = None, device_id: str | None = None
+) -> Flow[str | None]:
+    body: dict[str, Any] = {"code": code}
     if device_id:
         body["device_id"] = device_id
-    return (yield from _verify(core, "/mfa/totp/verify", body))
+    return (yield from _verify(core, "/mfa/totp/verify", body, _scopes(requested_scopes)))
 
 
 def verify_recovery_code(
-    core: ClientCore, code: str, requested_scopes: Iterable[str] | str
-) -> Flow[str]:
-    body = {"code": code, "requested_scopes": _scopes(requested_scopes)}
-    return (yield from _verify(core, "/mfa/recovery/verify", body))
+    core: ClientCore, code: str, requested_scopes: Scopes = None
+) -> Flow[str | None]:
+    body = {"code": code}
+    return (yield from _verify(core, "/mfa/recovery/verify", body, _scopes(requested_scopes)))
 
 
 def _authenticator(core: ClientCore) -> Authenticator:
@@ -326,17 +409,13 @@ def _authenticator(core: ClientCore) -> Authenticator:
     return core.authenticator
 
 
-def verify_passkey_mfa(core: ClientCore, requested_scopes: Iterable[str] | str) -> Flow[str]:
+def verify_passkey_mfa(core: ClientCore, requested_scopes: Scopes = None) -> Flow[str | None]:
     scopes = _scopes(requested_scopes)
     authenticator = _authenticator(core)
     begun = yield from call(core, "POST", "/passkeys/authenticate/options", json={})
     credential = yield Call(authenticator.get, (begun["options"],))
-    body = {
-        "challenge_id": begun["challenge_id"],
-        "credential": dict(credential),
-        "requested_scopes": scopes,
-    }
-    return (yield from _verify(core, "/passkeys/authenticate", body))
+    body = {"challenge_id": begun["challenge_id"], "credential": dict(credential)}
+    return (yield from _verify(core, "/passkeys/authenticate", body, scopes))
 
 
 def _sign(core: ClientCore, signer: WalletSigner, chain: str, message: str) -> Flow[str]:
@@ -352,8 +431,8 @@ def _sign(core: ClientCore, signer: WalletSigner, chain: str, message: str) -> F
 
 
 def verify_wallet(
-    core: ClientCore, requested_scopes: Iterable[str] | str, wallet_id: str | None = None
-) -> Flow[str]:
+    core: ClientCore, requested_scopes: Scopes = None, wallet_id: str | None = None
+) -> Flow[str | None]:
     scopes = _scopes(requested_scopes)
     body = {"wallet_id": wallet_id} if wallet_id else {}
     challenge = yield from call(core, "POST", "/wallets/challenge", json=body)
@@ -367,11 +446,13 @@ def verify_wallet(
         core, signer, str(challenge.get("chain", signer.chain)), challenge["message"]
     )
     verify = {"challenge_id": challenge["challenge_id"], "signature": signature}
-    return (yield from _verify(core, "/wallets/verify", {**verify, "requested_scopes": scopes}))
+    return (yield from _verify(core, "/wallets/verify", verify, scopes))
 
 
 def request_external_auth_elevated_token(core: ClientCore, external_jwt: str) -> Flow[str]:
-    return (yield from _verify(core, "/external-auth/verify", {"jwt": external_jwt}))
+    return _elevated(
+        (yield from _verify(core, "/external-auth/verify", {"jwt": external_jwt}, None))
+    )
 
 
 # -- prompts ---------------------------------------------------------------------------------------
@@ -406,7 +487,7 @@ def _require_prompter(core: ClientCore) -> None:
         raise PrompterMissing()
 
 
-def _delegated(core: ClientCore, kind: str, scopes: list[str]) -> Flow[str] | None:
+def _delegated(core: ClientCore, kind: str, scopes: list[str]) -> Flow[str | None] | None:
     """A prompter that runs the whole step-up itself (``step_up_flow``: the browser hand-off)."""
     run = getattr(core.prompter, "step_up_flow", None)
     return run(core, kind, scopes) if callable(run) else None
@@ -453,11 +534,11 @@ def _choose(
 def _code_loop(
     kind: PromptKind,
     scopes: list[str],
-    verify: Callable[[str], Flow[str]],
+    verify: Callable[[str], Flow[T]],
     closed: str,
     sent: OtpVerification | None = None,
     resend: Callable[[], Flow[OtpVerification]] | None = None,
-) -> Flow[str]:
+) -> Flow[T]:
     """Ask for a code and verify it; a wrong code asks again (at most :data:`CODE_ATTEMPTS`).
 
     With ``resend``, the answer :data:`RESEND_CODE` sends a new code and asks again (not an
@@ -499,7 +580,7 @@ def _code_loop(
 
 def _step_up_with(
     core: ClientCore, scopes: list[str], option: Credential, closed: str
-) -> Flow[str]:
+) -> Flow[str | None]:
     if option.format in ("email", "phone_number"):
         sent = yield from send_otp(core, option.id)
         return (
@@ -537,7 +618,7 @@ def _step_up_with(
     raise NoMethodsAvailable(f"credential format {option.format!r} cannot step up here")
 
 
-def prompt_mfa(core: ClientCore, requested_scopes: Iterable[str] | str) -> Flow[str]:
+def prompt_mfa(core: ClientCore, requested_scopes: Scopes = None) -> Flow[str | None]:
     """Step up with an MFA method (passkey, TOTP or recovery code), asking the prompter."""
     scopes = _scopes(requested_scopes)
     _require_prompter(core)
@@ -550,7 +631,7 @@ def prompt_mfa(core: ClientCore, requested_scopes: Iterable[str] | str) -> Flow[
 
 def _prompt_mfa(
     core: ClientCore, scopes: list[str], options: list[Credential], default: str | None
-) -> Flow[str]:
+) -> Flow[str | None]:
     if not options:
         raise NoMethodsAvailable("No MFA method available: enrol one with client.mfa first.")
     chosen = yield from _choose(core, "mfa", scopes, options, default, _MFA_CLOSED)
@@ -559,7 +640,7 @@ def _prompt_mfa(
     return (yield from _step_up_with(core, scopes, chosen, _MFA_CLOSED))
 
 
-def prompt_reauthenticate(core: ClientCore, requested_scopes: Iterable[str] | str) -> Flow[str]:
+def prompt_reauthenticate(core: ClientCore, requested_scopes: Scopes = None) -> Flow[str | None]:
     """Step up by re-authenticating (email or SMS code, wallet signature)."""
     scopes = _scopes(requested_scopes)
     _require_prompter(core)
@@ -572,7 +653,7 @@ def prompt_reauthenticate(core: ClientCore, requested_scopes: Iterable[str] | st
 
 def _prompt_reauth(
     core: ClientCore, scopes: list[str], options: list[Credential], default: str | None
-) -> Flow[str]:
+) -> Flow[str | None]:
     if not options:
         raise NoMethodsAvailable(
             "No reauthentication methods available. Add email, SMS or a wallet to your account."
@@ -583,7 +664,7 @@ def _prompt_reauth(
     return (yield from _step_up_with(core, scopes, chosen, _REAUTH_CLOSED))
 
 
-def prompt_step_up_auth(core: ClientCore, requested_scopes: Iterable[str] | str) -> Flow[str]:
+def prompt_step_up_auth(core: ClientCore, requested_scopes: Scopes = None) -> Flow[str | None]:
     """MFA users step up with MFA, everyone else re-authenticates (reference §1.2)."""
     scopes = _scopes(requested_scopes)
     _require_prompter(core)

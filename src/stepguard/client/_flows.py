@@ -304,6 +304,10 @@ def check_step_up_auth(core: ClientCore, scope: str) -> Flow[StepUpCheck]:
 
 
 def is_step_up_required(core: ClientCore, scope: str) -> Flow[bool]:
+    """``check_step_up_auth(scope).is_required``. The held-token answer is read here first, so
+    the hot path (a valid token held) runs one generator, not two (bench_client: <= 2 us)."""
+    if core.tokens.peek(scope) is not None:
+        return False
     result = yield from check_step_up_auth(core, scope)
     return result.is_required
 

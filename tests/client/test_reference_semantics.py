@@ -276,3 +276,37 @@ async def test_token_file_is_private_survives_a_restart_and_sign_out_clears_it(s
     assert not path.exists() and len(second.tokens) == 0 and second.session_token is None
     third = sg.client(user, token_file=path)
     assert len(third.tokens) == 0
+
+
+async def test_mfa_namespace_recovery_codes_and_default_device(sg) -> None:
+    """``get_recovery_codes()`` creates a set only when there is none and never shows issued
+    codes again; ``generate_new=True`` replaces the set (old codes stop working). The step-up
+    check names the default MFA device."""
+    user = await sg.user()
+    client = sg.client(user, authenticator=sg.authenticator())
+    first_totp = await sg.enrol_totp(client, user)
+    await sg.r(
+        client.step_up_auth.verify_totp_mfa(
+            sg.totp_code(user), requested_scopes=["credential:link"]
+        )
+    )
+    created = await sg.r(client.mfa.get_recovery_codes())  # none yet: created now, shown once
+    assert len(created.codes) == 10 and created.remaining == 10
+    again = await sg.r(client.mfa.get_recovery_codes(generate_new=False))
+    assert again.codes == () and again.remaining == 10  # digests only: never shown again
+    renewed = await sg.r(client.mfa.get_recovery_codes(generate_new=True))
+    assert len(renewed.codes) == 10 and not set(renewed.codes) & set(created.codes)
+    with pytest.raises((InvalidCode, CodeUsed)):  # the replaced set is void
+        await sg.r(client.step_up_auth.verify_recovery_code(created.codes[0]))
+    assert await sg.r(client.step_up_auth.verify_recovery_code(renewed.codes[0])) is None
+    assert (await sg.r(client.mfa.get_recovery_codes())).remaining == 9
+
+    passkey = await sg.r(client.mfa.register_passkey())
+    devices = {d.id: d for d in await sg.r(client.mfa.list_devices())}
+    assert {d.type for d in devices.values()} == {"totp", "passkey"}
+    assert all(d.verified for d in devices.values())
+    made_default = await sg.r(client.mfa.set_default_device(passkey.id))
+    assert made_default.default is True
+    check = await sg.r(client.step_up_auth.check_step_up_auth("wallet:export"))
+    assert check.default_credential_id == passkey.id
+    assert first_totp in {c.id for c in check.credentials}

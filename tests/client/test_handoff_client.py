@@ -13,6 +13,7 @@ import asyncio
 import io
 import os
 import queue
+import re
 import shutil
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -395,3 +396,57 @@ async def test_cancelling_the_async_program_stops_the_link(server: Server, page:
     assert ui.events[-1] == ("closed", "cancelled")
     await page.goto(urls[0])  # the link no longer opens a prompt
     await expect(page.locator("#handoff")).to_have_attribute("data-state", "error")
+
+
+EIP1193 = (
+    "window.ethereum = { async request({ method, params }) {"
+    " if (method === 'eth_requestAccounts' || method === 'eth_accounts') return ['%s'];"
+    " if (method === 'personal_sign') return await window.__stepguardSign(params[0]);"
+    " throw new Error('unsupported ' + method); } };"
+)
+
+
+@pytest.mark.browser
+async def test_a_python_program_steps_up_with_a_browser_wallet_on_the_handoff_page(
+    server: Server, page: Any
+) -> None:
+    """The wallet lives in the browser (EIP-1193), the program in a terminal-less process: the
+    hand-off page signs, the program gets the token and makes the guarded call."""
+    from eth_account import Account
+    from eth_account.messages import encode_defunct
+    from playwright.async_api import expect
+
+    account = Account.create()
+    signed: list[str] = []
+
+    def personal_sign(hex_message: str) -> str:
+        message = bytes.fromhex(hex_message.removeprefix("0x"))
+        signed.append(message.decode())
+        return "0x" + bytes(account.sign_message(encode_defunct(primitive=message)).signature).hex()
+
+    await page.expose_function("__stepguardSign", personal_sign)
+    await page.add_init_script(EIP1193 % account.address)
+    email, token = server.user()
+    urls: queue.Queue[str] = queue.Queue()
+    client, ui = sync_client(server, token, email, urls)
+    # Linking needs credential:link: the email code (the scripted prompter), then the key signs.
+    await asyncio.to_thread(client.wallets.link, account)
+    client.prompter = client.authenticator  # whole prompts in the browser
+
+    program = Background(
+        lambda: client.http.post("/api/wallet/export", extensions={SCOPE_EXTENSION: SCOPE})
+    )
+    await page.goto(await next_url(urls))
+    dialog = page.locator('dialog.sg-dialog[open][data-screen="choose"]')
+    await dialog.get_by_role("radio", name=re.compile("Wallet signature")).check()
+    await dialog.get_by_role("button", name="Continue").click()
+    dialog = page.locator('dialog.sg-dialog[open][data-screen="wallet"]')
+    shown = await dialog.get_by_label("Message to sign").text_content()
+    await dialog.get_by_role("button", name="Sign with wallet").click()
+    await expect(page.locator("#handoff")).to_have_attribute("data-state", "done")
+    exported = await program.join()
+    assert exported.status_code == 200, exported.text
+    assert exported.json()["address"] != account.address  # the demo wallet, not the signer's
+    assert signed[-1] == shown and account.address in shown
+    assert ui.events[-1] == ("closed", "completed")
+    client.close()

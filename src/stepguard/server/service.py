@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from stepguard.core.assurance import FactorKind
 from stepguard.core.clock import Clock, SystemClock
 from stepguard.core.elevation import ElevationRequest, build_claims, decide_elevation
 from stepguard.core.errors import (
@@ -424,19 +425,26 @@ class StepGuardService:
         if not token or len(token) > 200:
             raise InvalidSession()
         now = self.clock.now()
+        # One round trip on every authenticated request: the session with its user's
+        # ``disabled`` flag (None when the user row is gone). Never cached: a revoked session or
+        # a disabled user is refused on the very next request.
         async with self.db.session() as s:
-            row = (
-                await s.scalars(
-                    select(SessionRow).where(SessionRow.token_hash == hash_token(token))
+            found = (
+                await s.execute(
+                    select(SessionRow, User.disabled)
+                    .outerjoin(User, User.id == SessionRow.user_id)
+                    .where(SessionRow.token_hash == hash_token(token))
                 )
             ).first()
-            if row is None or row.revoked_at is not None or row.expires_at <= now:
-                raise InvalidSession()
-            if row.environment_id != environment_id:
-                raise InvalidSession("the session belongs to another environment")
-            user = await s.get(User, row.user_id)
-            if user is None or user.disabled:
-                raise InvalidSession()
+        if found is None:
+            raise InvalidSession()
+        row, disabled = found
+        if row.revoked_at is not None or row.expires_at <= now:
+            raise InvalidSession()
+        if row.environment_id != environment_id:
+            raise InvalidSession("the session belongs to another environment")
+        if disabled is None or disabled:
+            raise InvalidSession()
         return LiveSession(row.id, row.environment_id, row.user_id, row.created_at, row.expires_at)
 
     # -- elevated tokens ---------------------------------------------------------------------
@@ -463,13 +471,14 @@ class StepGuardService:
         # A refusal here raises inside the caller's transaction: routes check policy before the
         # factor (precheck), and run_attempt audits a late refusal after rolling back. Opening a
         # second transaction here would wait on SQLite's write lock held by the caller.
-        effective = decide_elevation(
-            policy,
-            scopes,
-            factor,
-            user_has_mfa=await self.user_has_mfa(s, session.user_id),
-            txn=txn,
+        # decide_elevation reads ``user_has_mfa`` only for a re-auth factor under MFA precedence:
+        # skip the query (a round trip on every mint) when the answer cannot matter.
+        has_mfa = (
+            policy.mfa_enabled
+            and factor.kind is FactorKind.REAUTH
+            and await self.user_has_mfa(s, session.user_id)
         )
+        effective = decide_elevation(policy, scopes, factor, user_has_mfa=has_mfa, txn=txn)
         request = ElevationRequest(
             issuer=self.settings.issuer,
             environment_id=session.environment_id,

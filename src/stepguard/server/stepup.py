@@ -150,33 +150,34 @@ async def run_attempt(
             details={"credential_id": credential_id},
         )
 
+    # The lockout is checked on the very row the attempt then uses, inside the attempt's
+    # transaction (one read and one transaction, not a separate session before it). A locked
+    # attempt commits only its audit event and never reaches ``verify``.
     locked: StepGuardError | None = None
-    if credential_id:
-        async with service.db.session() as s:
-            cred = await s.get(Credential, credential_id)
+    try:
+        async with service.db.transaction() as s:
+            cred = await s.get(Credential, credential_id) if credential_id else None
             if cred is not None:
                 try:
                     check_lockout(_lockout(cred), now=now)
                 except StepGuardError as exc:
                     locked = exc
-    if locked is not None:
-        async with service.db.transaction() as s:
-            log(s, locked.code)
-        raise locked
-    try:
-        async with service.db.transaction() as s:
-            cred = await s.get(Credential, credential_id) if credential_id else None
-            result = await verify(s, cred)
-            if cred is not None and (cred.failure_count or cred.locked_until):
-                fresh = record_success(_lockout(cred))
-                cred.failure_count, cred.locked_until = (
-                    fresh.consecutive_failures,
-                    fresh.locked_until,
-                )
-            log(s, "success")
-            return result
+            if locked is not None:
+                log(s, locked.code)
+            else:
+                result = await verify(s, cred)
+                if cred is not None and (cred.failure_count or cred.locked_until):
+                    fresh = record_success(_lockout(cred))
+                    cred.failure_count, cred.locked_until = (
+                        fresh.consecutive_failures,
+                        fresh.locked_until,
+                    )
+                log(s, "success")
+                return result
     except VerificationFailed as exc:
         failure = exc
+    if locked is not None:
+        raise locked
     async with service.db.transaction() as s:
         if credential_id:
             # Atomic increment: concurrent failures each count (no lost update).

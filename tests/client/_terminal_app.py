@@ -20,6 +20,7 @@ finishes the step-up the user chose to continue there).
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -80,6 +81,9 @@ def _browser_completes_the_handoff(server: StepGuardTestServer, user: Any) -> No
 
 
 def main(scenario: str, info_path: Path) -> None:
+    # The in-process server's log (dev-outbox lines) would land on the terminal under test;
+    # the tests read codes over HTTP instead.
+    logging.getLogger("stepguard").setLevel(logging.ERROR)
     # The server's clock starts at the wall clock (so countdowns read naturally) and stays put.
     clock = FixedClock(time.time())
     with StepGuardTestServer(clock=clock, dev_mode=True, demo=True) as server:

@@ -22,6 +22,7 @@ import httpx
 import pytest
 
 APP = Path(__file__).with_name("_terminal_app.py")
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 WAIT = 60.0  # a loaded CI machine needs several seconds just to import the server
 
 
@@ -50,6 +51,15 @@ class Terminal:
     def screen(self) -> str:
         """The visible screen, wrapped lines joined, trailing blanks trimmed."""
         return self.tmux("capture-pane", "-p", "-J", "-t", "t")
+
+    def snapshot(self, name: str) -> None:
+        """With ``STEPGUARD_SCREENSHOTS=1``, keep the screen as ``docs/screenshots/terminal-NAME.txt``
+        (the terminal's counterpart of the browser screenshots)."""
+        if os.environ.get("STEPGUARD_SCREENSHOTS") != "1":
+            return
+        text = "\n".join(line.rstrip() for line in self.screen().splitlines())
+        text = re.sub(r"\n{3,}", "\n\n", text).strip("\n")  # the rows kept free for the toolbar
+        (SCREENSHOTS / f"terminal-{name}.txt").write_text(text + "\n")
 
     def wait_for(self, pattern: str, timeout: float = WAIT) -> re.Match[str]:
         """Poll the screen (every 50 ms) until ``pattern`` (a regex) shows."""

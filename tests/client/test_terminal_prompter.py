@@ -40,12 +40,14 @@ def test_otp_masked_destination_wrong_code_resend_and_the_new_code(
     assert heading.group(1) != email and "***" in heading.group(1)
     assert heading.group(1).endswith("@example.com")
     terminal.wait_for(r"Ctrl-R send a new code · code expires in \d:\d\d")
+    terminal.snapshot("otp")
     [first] = app.codes()
 
     terminal.type("000000")
     terminal.wait_for("Code: 000000")
     terminal.key("Enter")
     terminal.wait_for(r"✗ The code is wrong\. 4 attempts left\.")
+    terminal.snapshot("otp-wrong-code")
     # Wait for the prompt to be drawn again: a key sent before that is echoed, not handled.
     terminal.wait_for(r"4 attempts left\.\n+Code:")
 
@@ -80,6 +82,7 @@ def test_totp_device_choice_default_first_and_mfa_routing(
         "3. Recovery code",
     ]
     assert "4. Continue in the browser" in screen  # after every method
+    terminal.snapshot("choose")
     assert "Email code" not in screen  # an MFA user steps up with MFA only
 
     terminal.type("2")  # the Tablet device
@@ -138,6 +141,7 @@ def test_wallet_confirmation_shows_the_exact_message_then_signs(
     terminal.key("Enter")
     terminal.wait_for("Sign this exact message?")
     shown = terminal.screen()
+    terminal.snapshot("wallet")
     terminal.type("2")
     terminal.wait_for(r">  2\. Yes, sign it")
     terminal.key("Enter")
@@ -179,6 +183,7 @@ def test_totp_enrolment_shows_the_qr_code_in_the_terminal(
     secret = uri.split("secret=")[1].split("&")[0]
     grouped = " ".join(secret[i : i + 4] for i in range(0, len(secret), 4))
     assert f"or enter this secret: {grouped}" in screen
+    terminal.snapshot("enroll-totp")
     import pyotp
 
     terminal.wait_for("Enter the code your authenticator app shows")
@@ -203,6 +208,7 @@ def test_lockout_shows_the_wait_time(terminal: Terminal, tmp_path: Path) -> None
         r"Too many attempts: verification is locked for now\. Try again in (\d+) s\."
     )
     assert 1 <= int(found.group(1)) <= 60
+    terminal.snapshot("locked")
     results = [line for line in terminal.screen().splitlines() if line.startswith("RESULT")]
     assert "RESULT error=rate_limited" in results
     assert not any(r.startswith("RESULT exported") for r in results)
@@ -217,6 +223,7 @@ def test_passkey_through_the_browser_handoff_with_a_spinner(
     url = terminal.wait_for(r"^(http://\S+/handoff/\S+#\S+)$").group(1)
     assert url.startswith(app.info["url"])
     terminal.wait_for(r"Waiting for the browser….*left, Ctrl-C to cancel")
+    terminal.snapshot("handoff-passkey")
     terminal.wait_for(r"Finish in the browser…")  # the page claimed the link
     terminal.wait_for("✓ Done in the browser.")
     assert app.result().startswith("exported 0x")

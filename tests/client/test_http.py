@@ -50,6 +50,27 @@ async def test_without_prompter_a_challenge_raises_and_the_scope_is_learned(sg) 
         assert calls == {"/profile": 1}
 
 
+async def test_a_held_token_answers_the_first_challenge_of_an_unknown_endpoint(sg) -> None:
+    """Check, verify, proceed with no declared scope: the README's quick start."""
+    user = await sg.user()
+    async with protected_api(sg) as (url, transport, calls):
+        counting = CountingTransport(transport)
+        client = sg.client(user, api_base_url=url, api_transport=counting)
+        await sg.r(client.step_up_auth.send_otp())
+        await sg.r(
+            client.step_up_auth.verify_otp(
+                sg.last_code("alice@example.com"), requested_scopes=["user:update"]
+            )
+        )
+        before = len(counting.requests)
+        response = await sg.r(client.http.post("/profile", json={"name": "x"}))
+        assert response.status_code == 200 and response.json()["user"] == user.id
+        # One challenged try without a token, then one retry with the token held for the scope.
+        assert len(counting.requests) == before + 2
+        assert counting.requests[-1].headers["x-elevated-access-token"]
+        assert calls == {"/profile": 1}
+
+
 async def test_with_prompter_a_challenge_prompts_verifies_and_retries_once(sg) -> None:
     user = await sg.user()
     prompter = code_prompter(sg)

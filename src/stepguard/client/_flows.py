@@ -181,6 +181,18 @@ def exchange(
     if not challenge.scope:
         raise challenge
     core.endpoint_scopes[key] = challenge.scope
+    if sent is None and preset is None:
+        # The scope was only learned now: a token already held for it (e.g. from verify_otp)
+        # answers the challenge without any prompt.
+        held = _attach(core, request, challenge.scope)
+        if held is not None:
+            response = yield request
+            again = challenge_of(response)
+            if again is None:
+                return response
+            core.tokens.discard(held)
+            challenge = again
+            request.headers.pop(ELEVATED_TOKEN_HEADER, None)
     if core.prompter is None:
         raise challenge
     wanted = challenge.scopes

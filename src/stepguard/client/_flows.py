@@ -645,15 +645,33 @@ def prompt_mfa(core: ClientCore, requested_scopes: Scopes = None) -> Flow[str | 
     return (yield from _prompt_mfa(core, scopes, [c for c in options if c.is_mfa], default))
 
 
+def _prompt_with(
+    core: ClientCore,
+    kind: str,
+    scopes: list[str],
+    options: list[Credential],
+    default: str | None,
+    closed: str,
+    none_available: str,
+) -> Flow[str | None]:
+    """Choose one of ``options`` (or the browser) and step up with it."""
+    if not options:
+        raise NoMethodsAvailable(none_available)
+    chosen = yield from _choose(core, kind, scopes, options, default, closed)
+    if not isinstance(chosen, Credential):  # done in the browser: the token
+        return chosen
+    return (yield from _step_up_with(core, scopes, chosen, closed))
+
+
 def _prompt_mfa(
     core: ClientCore, scopes: list[str], options: list[Credential], default: str | None
 ) -> Flow[str | None]:
-    if not options:
-        raise NoMethodsAvailable("No MFA method available: enrol one with client.mfa first.")
-    chosen = yield from _choose(core, "mfa", scopes, options, default, _MFA_CLOSED)
-    if not isinstance(chosen, Credential):  # done in the browser: the token
-        return chosen
-    return (yield from _step_up_with(core, scopes, chosen, _MFA_CLOSED))
+    return (
+        yield from _prompt_with(
+            core, "mfa", scopes, options, default, _MFA_CLOSED,
+            "No MFA method available: enrol one with client.mfa first.",
+        )
+    )  # fmt: skip
 
 
 def prompt_reauthenticate(core: ClientCore, requested_scopes: Scopes = None) -> Flow[str | None]:
@@ -670,14 +688,12 @@ def prompt_reauthenticate(core: ClientCore, requested_scopes: Scopes = None) -> 
 def _prompt_reauth(
     core: ClientCore, scopes: list[str], options: list[Credential], default: str | None
 ) -> Flow[str | None]:
-    if not options:
-        raise NoMethodsAvailable(
-            "No reauthentication methods available. Add email, SMS or a wallet to your account."
+    return (
+        yield from _prompt_with(
+            core, "reauthenticate", scopes, options, default, _REAUTH_CLOSED,
+            "No reauthentication methods available. Add email, SMS or a wallet to your account.",
         )
-    chosen = yield from _choose(core, "reauthenticate", scopes, options, default, _REAUTH_CLOSED)
-    if not isinstance(chosen, Credential):  # done in the browser: the token
-        return chosen
-    return (yield from _step_up_with(core, scopes, chosen, _REAUTH_CLOSED))
+    )  # fmt: skip
 
 
 def prompt_step_up_auth(core: ClientCore, requested_scopes: Scopes = None) -> Flow[str | None]:

@@ -1,7 +1,7 @@
 """What the code-based routes share (email/SMS OTP, TOTP, recovery codes, email sign-in).
 
-* :func:`keyed_digest`: the HMAC-SHA256 that codes are stored under (``SecretBox.mac`` with the
-  sub-key derived once instead of on every call: verification is a hot path).
+* :func:`keyed_digest`: the HMAC-SHA256 that codes are stored under (``SecretBox.mac``, which
+  derives each purpose's sub-key once).
 * :func:`precheck_elevation`: the policy decision *before* a code is checked, so a request that
   could never mint (``mfa_required``, ``method_not_allowed``, ``invalid_scopes``) neither spends
   the user's code nor counts as a failed guess, and reveals nothing about the code.
@@ -12,13 +12,10 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -27,7 +24,6 @@ from stepguard.core.assurance import FactorKind, MethodName
 from stepguard.core.clock import Clock
 from stepguard.core.elevation import decide_elevation
 from stepguard.core.errors import RateLimited, StepGuardError
-from stepguard.core.keys import SecretBox
 from stepguard.core.methods.base import VerifiedFactor, verified
 from stepguard.core.safety import LockoutState, RateLimiter, record_failure
 from stepguard.server.audit import audit
@@ -44,18 +40,12 @@ __all__ = [
 ]
 
 
-@lru_cache(maxsize=64)
-def _mac_key(box: SecretBox, label: bytes) -> bytes:
-    # Same derivation as SecretBox.mac, so digests stay interchangeable with it.
-    return box.derive(b"stepguard/mac/" + label)
-
-
 def keyed_digest(service: StepGuardService, label: bytes) -> Callable[[str], str]:
-    """``text -> HMAC-SHA256(k_label, text)`` in hex; equal to ``service.box.mac(label, …)``."""
-    key = _mac_key(service.box, label)
+    """``text -> HMAC-SHA256(k_label, text)`` in hex, through ``service.box.mac``."""
+    box = service.box
 
     def digest(text: str) -> str:
-        return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
+        return box.mac(label, text.encode())
 
     return digest
 
